@@ -1,0 +1,28 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Both create .venv (Python 3.10-3.12) on first use; nothing else need be prepared.
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.10 python3; do command -v $$p >/dev/null && echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= out
+
+.PHONY: demo test bench evaluate train engines clean
+
+$(STAMP): requirements/runtime.txt requirements/dev.txt setup.py
+	@$(PYTHON) -m venv $(VENV) || { echo "Cannot create a virtual environment: install python3-venv (apt-get install python3-venv) and run again."; exit 1; }
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/ros-anonymizer demo --out $(OUT)/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q test
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_pipeline.py
+
+clean:
+	rm -rf $(VENV) build install log $(OUT)

@@ -1,0 +1,29 @@
+"""One inference interface: load a model file, run named inputs, get named outputs.
+
+The runtime picks the implementation from the model file (`.onnx`: ONNX
+Runtime, `.engine`: TensorRT) or from the `backend` parameter; callers only
+ever see `Backend`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Backend, ModelError, TensorSpec
+
+
+def load_backend(model: str | Path | bytes, backend: str = "auto", *, use_gpu: bool = True, **options) -> Backend:
+    """Open `model` with the requested backend; raises ModelError with a user-facing message."""
+    if backend == "auto":
+        backend = "tensorrt" if isinstance(model, (str, Path)) and str(model).endswith(".engine") else "onnxruntime"
+    if backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model, use_gpu=use_gpu)
+    if backend == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(model, **options)
+    raise ModelError(f"unknown inference backend {backend!r}; use onnxruntime or tensorrt.")
+
+
+__all__ = ["Backend", "ModelError", "TensorSpec", "load_backend"]

@@ -1,0 +1,46 @@
+"""ONNX Runtime backend: CPU everywhere, the CUDA provider where the installed build has it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Backend, ModelError, TensorSpec
+
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+           "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model: str | Path | bytes, *, use_gpu: bool = True):
+        import onnxruntime as ort
+
+        if not isinstance(model, bytes):
+            path = Path(model).expanduser()
+            if not path.is_file():
+                raise ModelError(f"model file {path} does not exist.")
+            model = str(path)
+        available = ort.get_available_providers()
+        providers = ["CUDAExecutionProvider"] if use_gpu and "CUDAExecutionProvider" in available else []
+        providers.append("CPUExecutionProvider")  # named explicitly: some builds list Azure first
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(model, options, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for every kind of bad file
+            where = "the given model bytes" if isinstance(model, bytes) else model
+            raise ModelError(f"cannot load {where} with ONNX Runtime: {str(e).splitlines()[0]}") from None
+        self.providers = self._session.get_providers()
+        self.inputs = [_spec(i) for i in self._session.get_inputs()]
+        self.outputs = [_spec(o) for o in self._session.get_outputs()]
+        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        self._output_names = [o.name for o in self.outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
+
+
+def _spec(arg) -> TensorSpec:
+    return TensorSpec(arg.name, tuple(arg.shape), np.dtype(_DTYPES.get(arg.type, np.float32)))

