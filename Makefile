@@ -8,11 +8,12 @@ OUT ?= out
 
 .PHONY: demo test bench evaluate train engines clean
 
-$(STAMP): requirements/runtime.txt requirements/dev.txt setup.py
+$(STAMP): requirements/runtime.txt requirements/dev.txt setup.py scripts/build_interfaces.sh $(wildcard ros_anonymizer/interfaces/vision_msgs/*.msg)
 	@$(PYTHON) -m venv $(VENV) || { echo "Cannot create a virtual environment: install python3-venv (apt-get install python3-venv) and run again."; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	bash scripts/build_interfaces.sh $(VENV)
 	touch $@
 
 demo: $(STAMP)
