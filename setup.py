@@ -8,7 +8,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["ros_anonymizer", "ros_anonymizer.*", "engines", "engines.*", "training", "training.*"]),
-    package_data={"ros_anonymizer": ["models/*.onnx", "models/*.md", "interfaces/*.msg"]},
+    package_data={"ros_anonymizer": ["models/*.onnx", "models/*.md", "interfaces/vision_msgs/*.msg"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
