@@ -1,0 +1,130 @@
+"""One frame in, one anonymized frame (or nothing) out; no ROS in here.
+
+`Pipeline.process` is the fail-closed boundary: whatever goes wrong inside it
+(bad frame, model error, deadline miss), the result carries no image and an
+error record. It never hands back the input array.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .actions import Actions, load_action_detector
+from .backends import load_backend
+from .config import AnonymizerConfig, ConfigError
+from .faces import Faces, FaceTracker, load_face_detector
+from .filters import BUNDLED_ANONYMIZER, LearnedAnonymizer, apply_filter, bundled_model
+
+MAX_FRAME_PIXELS = 7680 * 4320
+
+
+class FrameError(ValueError):
+    """A frame the pipeline cannot take (wrong type, shape or size)."""
+
+
+@dataclass
+class FrameResult:
+    image: np.ndarray | None  # anonymized RGB frame; None: publish nothing
+    faces: Faces = field(default_factory=Faces)
+    regions: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))  # pixels that were changed
+    actions: Actions = field(default_factory=Actions)
+    error: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.image is not None
+
+
+def failure_frame(shape: tuple[int, ...], config: AnonymizerConfig) -> np.ndarray | None:
+    """What replaces a frame that could not be anonymized: a black frame, or nothing."""
+    return np.zeros(shape, np.uint8) if config.on_failure == "black" else None
+
+
+def check_frame(frame) -> None:
+    if not isinstance(frame, np.ndarray):
+        raise FrameError(f"a frame must be a numpy array, not {type(frame).__name__}")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise FrameError(f"a frame must be HxWx3 uint8 RGB, not {frame.dtype} with shape {frame.shape}")
+    if frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise FrameError("the frame is empty (zero width or height)")
+    if frame.shape[0] * frame.shape[1] > MAX_FRAME_PIXELS:
+        raise FrameError(f"the frame is {frame.shape[1]}x{frame.shape[0]}, larger than 8K")
+
+
+def load_anonymizer(config: AnonymizerConfig) -> LearnedAnonymizer:
+    model = config.anonymizer_model or bundled_model(BUNDLED_ANONYMIZER)
+    if model is None:
+        raise ConfigError("filter 'learned' needs an anonymizer model: set anonymizer_model to an .onnx or .engine file "
+                          "(train one with `python -m training`), or choose another filter.")
+    return LearnedAnonymizer(load_backend(model, config.backend, use_gpu=config.use_gpu))
+
+
+class Pipeline:
+    """Face detection -> persistence -> filter -> action detection, for one camera stream.
+
+    Models are loaded here, at start-up, so a missing or broken model stops the
+    program before the first frame instead of failing every frame.
+    """
+
+    def __init__(self, config: AnonymizerConfig):
+        self.config = config
+        self.detector = load_face_detector(config)
+        self.tracker = FaceTracker(config.persist_frames, config.coast_enlarge)
+        self.learned = load_anonymizer(config) if config.filter == "learned" else None
+        self.action_detector = load_action_detector(config)
+        self._rng = np.random.default_rng()
+
+    @property
+    def backend_name(self) -> str:
+        return self.detector.backend.name
+
+    def reconfigure(self, config: AnonymizerConfig) -> None:
+        """Apply changed run-time parameters; other changes need a restart and raise ConfigError."""
+        fixed = [k for k, v in config.to_dict().items() if v != getattr(self.config, k) and k not in config.dynamic_parameters()]
+        if fixed:
+            raise ConfigError(f"{', '.join(fixed)} cannot change while running; restart with the new value.")
+        learned = self.learned
+        if config.filter == "learned" and learned is None:
+            learned = load_anonymizer(config)
+        self.detector.score_threshold = config.score_threshold
+        self.detector.detection_scale = config.detection_scale
+        self.tracker.persist_frames = config.persist_frames
+        self.tracker.coast_enlarge = config.coast_enlarge
+        if self.action_detector is not None:
+            self.action_detector.score_threshold = config.action_threshold
+        self.learned, self.config = learned, config
+
+    def reset(self) -> None:
+        """Forget face and person tracks (a new stream or a jump in time)."""
+        self.tracker.reset()
+        if self.action_detector is not None:
+            self.action_detector.reset()
+
+    def process(self, frame: np.ndarray) -> FrameResult:
+        config, start = self.config, time.perf_counter()
+        timings: dict[str, float] = {}
+
+        def lap(stage: str) -> None:
+            timings[stage] = (time.perf_counter() - start) * 1000.0 - sum(timings.values())
+
+        try:
+            check_frame(frame)
+            detected = self.detector(frame)
+            faces = self.tracker.update(detected, frame.shape)
+            lap("faces")
+            image, regions = apply_filter(frame, faces.boxes, config, self.learned, self._rng)
+            lap("filter")
+            actions = self.action_detector(image) if self.action_detector is not None else Actions()
+            lap("actions")
+            total = sum(timings.values())
+            timings["total"] = total
+            if config.frame_deadline_ms and total > config.frame_deadline_ms:
+                return FrameResult(None, faces, regions, actions,
+                                   f"deadline missed: {total:.0f} ms > {config.frame_deadline_ms:.0f} ms", timings)
+            return FrameResult(image, faces, regions, actions, None, timings)
+        except Exception as e:  # fail closed: every failure becomes "no frame"
+            timings["total"] = (time.perf_counter() - start) * 1000.0
+            return FrameResult(None, error=f"{type(e).__name__}: {e}", timings_ms=timings)
