@@ -64,6 +64,7 @@ class AnonymizerConfig:
     # ROS node only.
     input_reliability: str = _param("best_effort", "input subscription reliability", choices=("best_effort", "reliable"))
     input_depth: int = _param(1, "input subscription queue depth", range=(1, 100))
+    max_image_pixels: int = _param(3840 * 2160, "incoming images with more pixels than this are dropped as malformed (bounds memory and time per frame)", range=(1, 7680 * 4320))
     subscribe_compressed: bool = _param(False, "also subscribe to image/compressed")
     publish_compressed: bool = _param(False, "also publish image_anonymized/compressed")
     compressed_format: str = _param("jpeg", "format of published compressed images", choices=("jpeg", "png"))
