@@ -32,7 +32,7 @@ def _param(default, help: str, *, range=None, choices=None, dynamic=False, **kw)
 class AnonymizerConfig:
     # What to do to faces.
     filter: str = _param("blur", "anonymization applied to each face region", choices=FILTERS, dynamic=True)
-    blur_strength: float = _param(0.35, "Gaussian sigma as a fraction of the face box size", range=(0.05, 2.0), dynamic=True)
+    blur_strength: float = _param(0.2, "Gaussian sigma as a fraction of the face box size", range=(0.05, 2.0), dynamic=True)
     mosaic_cells: int = _param(6, "mosaic cells across a face box", range=(2, 64), dynamic=True)
     mask_color: list = _param([0, 0, 0], "RGB colour of the solid mask", dynamic=True)
     noise_sigma: float = _param(80.0, "standard deviation of the Gaussian noise added to faces, in 0-255 units", range=(1.0, 255.0), dynamic=True)

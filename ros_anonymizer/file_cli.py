@@ -1,0 +1,140 @@
+"""`ros-anonymizer anonymize IN OUT`: images, folders of images and videos, without ROS."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .cli import UserError
+from .config import AnonymizerConfig, ConfigError
+from .pipeline import Pipeline, failure_frame
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and --set, shared by every command that builds a pipeline."""
+    parser.add_argument("--config", type=Path, help="parameter file (config/anonymizer.yaml layout)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="override one parameter, e.g. --set filter=mosaic (repeatable)")
+    parser.add_argument("--filter", help="shorthand for --set filter=...")
+
+
+def config_from_args(args: argparse.Namespace) -> AnonymizerConfig:
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set takes KEY=VALUE, not {item!r}.")
+        overrides[key.strip()] = _parse_value(value)
+    if args.filter:
+        overrides["filter"] = args.filter
+    if args.config:
+        return AnonymizerConfig.from_yaml(args.config, **overrides)
+    return AnonymizerConfig.from_mapping(overrides)
+
+
+def _parse_value(text: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="an image, a folder of images, or a video")
+    parser.add_argument("output", type=Path, help="output image, folder or video (same kind as the input)")
+    add_config_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if not args.input.exists():
+        raise UserError(f"{args.input} does not exist.")
+    if args.output.resolve() == args.input.resolve():
+        raise UserError("the output must not be the input: anonymized files never overwrite their originals.")
+    pipeline = Pipeline(config)
+    if args.input.is_dir():
+        stats = anonymize_folder(pipeline, args.input, args.output)
+    elif args.input.suffix.lower() in VIDEO_SUFFIXES:
+        stats = anonymize_video(pipeline, args.input, args.output)
+    elif args.input.suffix.lower() in IMAGE_SUFFIXES:
+        stats = anonymize_images(pipeline, [args.input], args.output, single=True)
+    else:
+        raise UserError(f"{args.input.name} is neither an image ({', '.join(sorted(IMAGE_SUFFIXES))}), "
+                        f"a video ({', '.join(sorted(VIDEO_SUFFIXES))}) nor a folder.")
+    print(f"{stats['written']} frames written, {stats['faces']} faces anonymized, {stats['failed']} frames dropped -> {args.output}")
+    return 1 if stats["failed"] else 0
+
+
+def anonymize_images(pipeline: Pipeline, paths: list[Path], output: Path, single: bool = False) -> dict:
+    stats = {"written": 0, "faces": 0, "failed": 0}
+    for path in tqdm(paths, desc="images", unit="img", disable=single):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise UserError(f"{path} is not a readable image.")
+        target = output if single else output / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        image = _anonymize(pipeline, bgr, stats)
+        if image is not None and not cv2.imwrite(str(target), image):
+            raise UserError(f"cannot write {target}: choose a file name ending in a known image type such as .png.")
+    return stats
+
+
+def anonymize_folder(pipeline: Pipeline, folder: Path, output: Path) -> dict:
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise UserError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output} exists and is not a folder.")
+    return anonymize_images(pipeline, paths, output)
+
+
+def anonymize_video(pipeline: Pipeline, path: Path, output: Path) -> dict:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"{path} is not a readable video.")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if output.suffix.lower() in {".mp4", ".m4v", ".mov"} else "MJPG"))
+    writer = cv2.VideoWriter(str(output), fourcc, fps, size)
+    if not writer.isOpened():
+        raise UserError(f"cannot write a video to {output}: use an .mp4 or .avi name.")
+    stats = {"written": 0, "faces": 0, "failed": 0}
+    try:
+        with tqdm(total=total, desc="video", unit="frame") as bar:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    break
+                image = _anonymize(pipeline, bgr, stats)
+                if image is not None:
+                    writer.write(image)
+                bar.update()
+    finally:
+        capture.release()
+        writer.release()
+    return stats
+
+
+def _anonymize(pipeline: Pipeline, bgr: np.ndarray, stats: dict) -> np.ndarray | None:
+    """The anonymized BGR frame, the failure frame, or None; never the input."""
+    result = pipeline.process(np.ascontiguousarray(bgr[:, :, ::-1]))
+    if result.image is None:
+        stats["failed"] += 1
+        tqdm.write(f"frame dropped: {result.error}")
+        black = failure_frame(bgr.shape, pipeline.config)
+        if black is not None:
+            stats["written"] += 1
+        return black
+    stats["written"] += 1
+    stats["faces"] += len(result.faces)
+    return np.ascontiguousarray(result.image[:, :, ::-1])
