@@ -1,0 +1,176 @@
+"""sensor_msgs Image / CompressedImage <-> numpy, with the cv_bridge API.
+
+Why not the `cv_bridge` package: the PyPI build (1.13.0.post0, ROS 1 code) fails
+with numpy 2 and OpenCV 5 (`ndarray.tostring` is gone, OpenCV 5 type codes), and
+on a robot the ROS build would add a C++ dependency for four small functions.
+These are compatible re-implementations of the cv_bridge calls the node and the
+bag tools use, stricter about malformed input: every bad message raises
+`ImageDecodeError` with a sentence saying what is wrong, before any large
+allocation, so a caller can drop it and count it.
+"""
+from __future__ import annotations
+
+import array
+
+import cv2
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image
+
+# encoding -> channels: the families the node accepts and publishes.
+ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+
+# OpenCV conversions between supported encodings; a missing pair means "same layout".
+_CONVERSIONS = {
+    ("bgr8", "rgb8"): cv2.COLOR_BGR2RGB, ("rgb8", "bgr8"): cv2.COLOR_RGB2BGR,
+    ("rgba8", "rgb8"): cv2.COLOR_RGBA2RGB, ("bgra8", "rgb8"): cv2.COLOR_BGRA2RGB,
+    ("rgba8", "bgr8"): cv2.COLOR_RGBA2BGR, ("bgra8", "bgr8"): cv2.COLOR_BGRA2BGR,
+    ("rgb8", "rgba8"): cv2.COLOR_RGB2RGBA, ("rgb8", "bgra8"): cv2.COLOR_RGB2BGRA,
+    ("bgr8", "rgba8"): cv2.COLOR_BGR2RGBA, ("bgr8", "bgra8"): cv2.COLOR_BGR2BGRA,
+    ("rgba8", "bgra8"): cv2.COLOR_RGBA2BGRA, ("bgra8", "rgba8"): cv2.COLOR_BGRA2RGBA,
+    ("mono8", "rgb8"): cv2.COLOR_GRAY2RGB, ("mono8", "bgr8"): cv2.COLOR_GRAY2BGR,
+    ("mono8", "rgba8"): cv2.COLOR_GRAY2RGBA, ("mono8", "bgra8"): cv2.COLOR_GRAY2BGRA,
+    ("rgb8", "mono8"): cv2.COLOR_RGB2GRAY, ("bgr8", "mono8"): cv2.COLOR_BGR2GRAY,
+    ("rgba8", "mono8"): cv2.COLOR_RGBA2GRAY, ("bgra8", "mono8"): cv2.COLOR_BGRA2GRAY,
+}
+DEFAULT_MAX_PIXELS = 3840 * 2160
+
+
+class ImageDecodeError(ValueError):
+    """A message that cannot be turned into an image; the message says what is wrong with it."""
+
+
+def _check_encoding(encoding: str) -> int:
+    if encoding not in ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    return ENCODINGS[encoding]
+
+
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"empty image ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageDecodeError(f"image of {width}x{height} exceeds the limit of {max_pixels} pixels (max_image_pixels)")
+
+
+def convert(image: np.ndarray, src: str, dst: str) -> np.ndarray:
+    """Change colour order/channels between two supported encodings (a new array unless they match)."""
+    if dst == "passthrough" or src == dst:
+        return image
+    _check_encoding(dst)
+    return cv2.cvtColor(image, _CONVERSIONS[(src, dst)])
+
+
+def imgmsg_to_cv2(msg: Image, desired_encoding: str = "passthrough", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """cv_bridge's `imgmsg_to_cv2`: an HxW or HxWxC uint8 array, honouring `step` (row padding)."""
+    channels = _check_encoding(msg.encoding)
+    _check_size(msg.width, msg.height, max_pixels)
+    row = msg.width * channels
+    if msg.step < row:
+        raise ImageDecodeError(f"step {msg.step} is shorter than a row of {msg.width} {msg.encoding} pixels ({row} bytes)")
+    expected = msg.step * msg.height
+    if len(msg.data) != expected:
+        raise ImageDecodeError(f"data holds {len(msg.data)} bytes; step x height = {msg.step} x {msg.height} = {expected}")
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
+    image = rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows
+    return convert(image, msg.encoding, desired_encoding)
+
+
+def cv2_to_imgmsg(cvim: np.ndarray, encoding: str = "passthrough", header=None) -> Image:
+    """cv_bridge's `cv2_to_imgmsg` for uint8 images; `passthrough` means bgr8/bgra8/mono8 by channel count."""
+    if cvim.dtype != np.uint8 or cvim.ndim not in (2, 3):
+        raise ValueError(f"expected an HxW or HxWxC uint8 array, got {cvim.dtype} with shape {cvim.shape}")
+    channels = 1 if cvim.ndim == 2 else cvim.shape[2]
+    if encoding == "passthrough":
+        encoding = {1: "mono8", 3: "bgr8", 4: "bgra8"}[channels]
+    if _check_encoding(encoding) != channels:
+        raise ValueError(f"encoding {encoding} needs {ENCODINGS[encoding]} channels, the array has {channels}")
+    msg = Image(height=cvim.shape[0], width=cvim.shape[1], encoding=encoding, is_bigendian=0, step=cvim.shape[1] * channels)
+    if header is not None:
+        msg.header = header
+    msg.data = array.array("B", np.ascontiguousarray(cvim).tobytes())
+    return msg
+
+
+def compressed_size(data: bytes) -> tuple[int, int]:
+    """(width, height) read from a JPEG or PNG header, so oversized images are refused before decoding."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        raise ImageDecodeError("compressed data is neither JPEG nor PNG")
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            break
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
+                break
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    raise ImageDecodeError("corrupted JPEG: no frame header")
+
+
+def compressed_imgmsg_to_cv2(msg: CompressedImage, desired_encoding: str = "passthrough",
+                             max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """cv_bridge's `compressed_imgmsg_to_cv2`: JPEG/PNG -> bgr8 (or mono8 for grey images) array."""
+    data = bytes(msg.data)
+    if not data:
+        raise ImageDecodeError("empty compressed image")
+    width, height = compressed_size(data)
+    _check_size(width, height, max_pixels)
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
+    if image is None or image.shape[:2] != (height, width):
+        raise ImageDecodeError(f"corrupted compressed image ({len(data)} bytes, format {msg.format!r})")
+    if image.dtype != np.uint8:
+        raise ImageDecodeError(f"compressed image has {image.dtype} pixels; only 8-bit images are supported")
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    source = {1: "mono8", 3: "bgr8", 4: "bgra8"}[channels]
+    return convert(image, source, desired_encoding)
+
+
+def cv2_to_compressed_imgmsg(cvim: np.ndarray, dst_format: str = "jpg", header=None, jpeg_quality: int = 90,
+                             source_encoding: str | None = None) -> CompressedImage:
+    """cv_bridge's `cv2_to_compressed_imgmsg` (input bgr8/bgra8/mono8); `format` follows image_transport."""
+    dst_format = {"jpeg": "jpg"}.get(dst_format, dst_format)
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if dst_format == "jpg" else []
+    ok, buffer = cv2.imencode("." + dst_format, cvim, params)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode a {cvim.shape} image as {dst_format}")
+    stored = "mono8" if cvim.ndim == 2 else "bgr8"
+    name = {"jpg": "jpeg"}.get(dst_format, dst_format)
+    msg = CompressedImage(format=f"{source_encoding or stored}; {name} compressed {stored}")
+    if header is not None:
+        msg.header = header
+    msg.data = array.array("B", buffer.tobytes())
+    return msg
+
+
+# What the node uses: RGB in the pipeline, the input's encoding family outside.
+
+def image_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """An Image message -> a new HxWx3 uint8 RGB array (never a view of the message)."""
+    image = imgmsg_to_cv2(msg, "rgb8", max_pixels)
+    return image.copy() if msg.encoding == "rgb8" else image
+
+
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    return compressed_imgmsg_to_cv2(msg, "rgb8", max_pixels)
+
+
+def rgb_to_image(rgb: np.ndarray, encoding: str, header=None) -> Image:
+    """An RGB array -> an Image in `encoding` (the input's family: colour order, alpha, grey)."""
+    return cv2_to_imgmsg(convert(rgb, "rgb8", encoding), encoding, header)
+
+
+def rgb_to_compressed(rgb: np.ndarray, fmt: str, quality: int, header=None, source_encoding: str = "rgb8") -> CompressedImage:
+    target = "mono8" if source_encoding == "mono8" else "bgr8"
+    return cv2_to_compressed_imgmsg(convert(rgb, "rgb8", target), fmt, header, quality, source_encoding)
