@@ -1,0 +1,116 @@
+"""The trainer's one typed config: a YAML preset plus `--set key=value` overrides.
+
+Flat fields, like the runtime's `AnonymizerConfig`, so every value is one
+override away and the checkpoint can store the config as plain data.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+PRIVACY_LOSSES = ("true_class", "cosine", "both")
+
+
+class TrainConfigError(ValueError):
+    """A preset, file or override that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "edge"
+    seed: int = 0
+    out_dir: str = "runs/edge"
+    device: str = "auto"  # auto: cuda when available, else cpu
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+
+    # Faces with identities (ImageFolder layout: <root>/<identity>/<image>).
+    faces_root: str = "../shared/data/lfw/images"
+    dataset_name: str = "LFW DevTrain (deep-funneled)"
+    cache_dir: str = ".cache/training"
+    crop_size: int = 64
+    box_enlarge: float = 1.3
+    detect_threshold: float = 0.4
+    min_images_per_identity: int = 4  # identities D learns to recognise
+    holdout_identities: float = 0.15  # fraction of identities never trained on (privacy validation)
+    val_images_per_identity: int = 1  # images per trained identity kept for D's validation accuracy
+    max_identities: int = 0  # 0: all; small numbers make the tiny preset fast
+    max_images_per_identity: int = 0  # 0: all; caps big identities (and the detector work)
+
+    # Anonymizer M (ResNet generator).
+    m_channels: int = 32
+    m_blocks: int = 3
+
+    # Face discriminator D (SphereFace-style ResNet + cosine-margin softmax).
+    d_channels: list = field(default_factory=lambda: [16, 32, 64, 128])
+    d_units: list = field(default_factory=lambda: [1, 1, 1, 1])
+    d_input: list = field(default_factory=lambda: [64, 56])
+    d_embedding: int = 128
+    margin_scale: float = 30.0
+    margin: float = 0.35
+
+    # Optimisation.
+    batch_size: int = 64
+    lr_m: float = 2e-4
+    lr_d: float = 1e-3
+    pretrain_d_steps: int = 2000
+    pretrain_a_steps: int = 0
+    joint_steps: int = 3000
+    d_modified_weight: float = 1.0  # weight of D's identity loss on modified faces in the joint stage
+    privacy_loss: str = "both"
+    lambda_privacy: float = 1.0
+    lambda_l1: float = 2.0
+    lambda_det: float = 0.0  # needs the action detector (training/models/action_detector.py)
+    action_batch_size: int = 4
+    augment: bool = True
+    log_every: int = 25
+    eval_every: int = 250
+    checkpoint_every: int = 250
+
+    def __post_init__(self):
+        if self.privacy_loss not in PRIVACY_LOSSES:
+            raise TrainConfigError(f"privacy_loss must be one of {', '.join(PRIVACY_LOSSES)}, not {self.privacy_loss!r}.")
+        if len(self.d_channels) != len(self.d_units) or len(self.d_input) != 2:
+            raise TrainConfigError("d_channels and d_units need one entry per stage and d_input is [height, width].")
+        if self.crop_size % 4:
+            raise TrainConfigError(f"crop_size must be a multiple of 4 (two stride-2 stages in M), not {self.crop_size}.")
+        if not 0.0 <= self.holdout_identities < 1.0:
+            raise TrainConfigError("holdout_identities is a fraction from 0 to 1.")
+
+    @classmethod
+    def load(cls, preset_or_path: str, overrides: list[str] = ()) -> "TrainConfig":
+        """A preset name (tiny, edge, paper) or a YAML path, then `key=value` overrides."""
+        path = Path(preset_or_path)
+        if not path.suffix:
+            path = CONFIG_DIR / f"{preset_or_path}.yaml"
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except OSError:
+            presets = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.yaml")))
+            raise TrainConfigError(f"no training config {preset_or_path!r}; use a preset ({presets}) or a YAML file.") from None
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise TrainConfigError(f"override {item!r} must look like key=value.")
+            values[key.strip()] = yaml.safe_load(raw)
+        return cls.from_dict(values)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise TrainConfigError(f"unknown training setting(s) {', '.join(unknown)}; see training/config.py.")
+        for name, value in values.items():
+            default = known[name].default if known[name].default is not dataclasses.MISSING else known[name].default_factory()
+            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+                values[name] = float(value)
+            elif type(value) is not type(default):
+                raise TrainConfigError(f"{name} must be a {type(default).__name__}, not {value!r}.")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,1 @@
+"""Datasets: faces with identities, action frames."""

@@ -1,0 +1,98 @@
+"""ONNX export of the anonymizer M (and A through its own exporter), self-described by metadata and checked against torch.
+
+The graph keeps to ops TensorRT's ONNX parser takes (ALLOWED_OPS), so the
+same file runs in ONNX Runtime on a laptop and as an engine on a Jetson.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+OPSET = 17
+TOLERANCE = 1e-4  # max |onnxruntime - torch| on the [-1, 1] output, float32 on CPU
+ALLOWED_OPS = {"Conv", "ConvTranspose", "InstanceNormalization", "Relu", "Tanh", "Pad", "Add"}
+
+
+class ExportError(RuntimeError):
+    """The exported graph is unusable on the robot; the message says why."""
+
+
+def export_anonymizer(model: torch.nn.Module, path: str | Path, *, crop_size: int, box_enlarge: float, preset: str,
+                      trained_on: str) -> dict:
+    """Write M to `path` with the anonymizer contract's metadata; returns the verification figures."""
+    import onnx
+
+    model = model.eval().float().cpu()
+    example = torch.zeros(2, 3, crop_size, crop_size)
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (example,), buffer, input_names=["faces"], output_names=["anonymized"],
+                      dynamic_axes={"faces": {0: "N"}, "anonymized": {0: "N"}}, opset_version=OPSET, dynamo=False)
+    graph = fold_constants(onnx.load_from_string(buffer.getvalue()))
+    metadata = {"model_kind": "anonymizer", "crop_size": str(crop_size), "value_range": "[-1, 1]",
+                "box_enlarge": str(float(box_enlarge)), "preset": preset, "trained_on": trained_on}
+    for key, value in metadata.items():
+        graph.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(graph)
+    unsupported = sorted({node.op_type for node in graph.graph.node} - ALLOWED_OPS)
+    if unsupported:
+        raise ExportError(f"the anonymizer graph uses {', '.join(unsupported)}, which the TensorRT path does not take; keep M to {sorted(ALLOWED_OPS)}.")
+    data = graph.SerializeToString()
+    report = verify_against_torch(model, data, crop_size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"path": str(path), "bytes": len(data), **report}
+
+
+def fold_constants(model):
+    """Evaluate node chains whose inputs are all constant (torch's exporter computes Pad's pads that way) into initializers.
+
+    Leaves a graph of the network's own ops only, which TensorRT and ONNX
+    Runtime both take as they are.
+    """
+    import onnx
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    kept = []
+    for node in graph.node:
+        if all(name in constants for name in node.input if name):
+            sub = onnx.helper.make_model(
+                onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output],
+                                       initializer=[numpy_helper.from_array(constants[i], i) for i in node.input if i]),
+                opset_imports=model.opset_import)
+            for name, value in zip(node.output, ReferenceEvaluator(sub).run(None, {})):
+                constants[name] = np.asarray(value)
+        else:
+            kept.append(node)
+    used = {name for node in kept for name in node.input} | {o.name for o in graph.output}
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.initializer[:]
+    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in constants.items() if name in used)
+    return model
+
+
+def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, crop_size: int, batches=(1, 5)) -> dict:
+    """Run real faces-like inputs through ONNX Runtime and torch; raise if they differ by more than TOLERANCE."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for n in batches:
+        faces = torch.rand(n, 3, crop_size, crop_size, generator=generator) * 2 - 1
+        with torch.no_grad():
+            expected = model(faces).numpy()
+        got = session.run(["anonymized"], {"faces": faces.numpy()})[0]
+        if got.shape != expected.shape:
+            raise ExportError(f"ONNX output shape {got.shape} differs from torch's {expected.shape} for a batch of {n}.")
+        worst = max(worst, float(np.abs(got - expected).max()))
+    if worst > TOLERANCE:
+        raise ExportError(f"ONNX Runtime and torch differ by {worst:.2e} (> {TOLERANCE:.0e}); the export is wrong.")
+    return {"max_abs_diff": worst, "tolerance": TOLERANCE, "batches_checked": list(batches)}

@@ -1,0 +1,1 @@
+"""Networks: anonymizer M, face discriminator D, action detector A."""

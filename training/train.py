@@ -1,0 +1,381 @@
+"""The trainer: pretrain D (and A), then the joint adversarial stage, then export. Read top to bottom.
+
+    python -m training all --config edge                     # every stage, CPU or one GPU
+    python -m training joint --config edge --set lambda_l1=1  # one stage, with an override
+    torchrun --nproc_per_node 4 -m training all --config paper  # several GPUs (DDP)
+
+Progress is kept in <out_dir>/last.pt: a run that stops (or is stopped)
+picks up where it was when started again with the same stages. `--fresh`
+starts over.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from . import checkpoint, export, losses
+from .config import TrainConfig, TrainConfigError
+from .data.faces import FaceSplits, load_face_splits, to_tensor, to_uint8
+from .models.anonymizer import build_anonymizer
+from .models.discriminator import build_discriminator, to_discriminator_input
+from .report import MetricsLog, face_grid, plot_curves
+
+STAGES = ("pretrain-d", "pretrain-a", "joint", "export")
+
+
+# ----------------------------------------------------------------------------- set-up
+class Run:
+    """Everything one process needs: config, device, rank, models, optimisers, data, logs."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed:
+            use_cuda = torch.cuda.is_available() and cfg.device != "cpu"
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+            self.rank, self.world = dist.get_rank(), dist.get_world_size()
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            self.device = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+            if use_cuda:
+                torch.cuda.set_device(self.device)
+        else:
+            self.rank, self.world = 0, 1
+            want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+            self.device = torch.device(want)
+        self.main = self.rank == 0
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.out = Path(cfg.out_dir)
+        self.log = MetricsLog(self.out, enabled=self.main)
+
+        torch.manual_seed(cfg.seed)
+        self.data: FaceSplits = load_face_splits(cfg) if self.main or not self.distributed else None
+        if self.distributed:  # rank 0 cuts/caches the crops; the others read the cache it wrote
+            dist.barrier()
+            if not self.main:
+                self.data = load_face_splits(cfg)
+        self.train_x = to_tensor(self.data.train.crops).to(self.device)
+        self.train_y = torch.from_numpy(self.data.train.labels).to(self.device)
+        self.val_x = to_tensor(self.data.val.crops).to(self.device)
+        self.val_y = torch.from_numpy(self.data.val.labels).to(self.device)
+        self.mask = torch.from_numpy(_soft_ellipse(cfg.crop_size)).to(self.device)
+
+        self.m = build_anonymizer(cfg).to(self.device)
+        self.d = build_discriminator(cfg, len(self.data.names)).to(self.device)
+        self.opt_m = torch.optim.Adam(self.m.parameters(), lr=cfg.lr_m, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.9, 0.999), weight_decay=5e-4)
+        self.progress = {stage: 0 for stage in STAGES}
+        self.action = None  # (model, optimiser, dataset) once the action detector is available
+
+    # Models as the training steps call them (DDP-wrapped when distributed) and as saved (plain).
+    def wrap(self):
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.m_train = DistributedDataParallel(self.m, device_ids=ids)
+            self.d_train = DistributedDataParallel(self.d, device_ids=ids)
+        else:
+            self.m_train, self.d_train = self.m, self.d
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+
+    def batch(self, stage: str, step: int):
+        """The batch for (stage, step) on this rank, a pure function of the seed: resuming replays exactly."""
+        g = torch.Generator().manual_seed(hash((self.cfg.seed, self.rank, STAGES.index(stage), step)) % 2**63)
+        idx = torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=g).to(self.device)
+        x, y = self.train_x[idx], self.train_y[idx]
+        if self.cfg.augment:
+            flip = (torch.rand(len(x), generator=g) < 0.5).to(self.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            gain = (1 + 0.2 * (torch.rand(len(x), 1, 1, 1, generator=g) - 0.5)).to(self.device)
+            x = (x * gain).clamp(-1, 1)
+        return x, y
+
+    def pasted(self, modified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+        """What the robot publishes: M's output blended over the crop with the runtime's soft elliptical mask."""
+        return original + (modified - original) * self.mask
+
+    def d_embed(self, faces: torch.Tensor, model=None) -> torch.Tensor:
+        return (model or self.d_train)(to_discriminator_input(faces, self.cfg.d_input))
+
+    # Checkpoints ------------------------------------------------------------
+    def save(self):
+        if not self.main:
+            return
+        state = {"config": self.cfg.to_dict(), "progress": dict(self.progress), "names": list(self.data.names),
+                 "m": self.m.state_dict(), "d": self.d.state_dict(),
+                 "opt_m": self.opt_m.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": checkpoint.rng_state()}
+        if self.action is not None:
+            state["a"], state["opt_a"] = self.action[0].state_dict(), self.action[1].state_dict()
+        checkpoint.save(self.out, state)
+
+    def restore(self) -> bool:
+        if not (self.out / checkpoint.LAST).exists():
+            return False
+        state = checkpoint.load(self.out, map_location=self.device)
+        if state["names"] != list(self.data.names):
+            raise TrainConfigError(f"the checkpoint in {self.out} was trained on other identities; use --fresh or another out_dir.")
+        self.m.load_state_dict(state["m"])
+        self.d.load_state_dict(state["d"])
+        self.opt_m.load_state_dict(state["opt_m"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.progress.update(state["progress"])
+        checkpoint.set_rng_state(state["rng"])
+        self._saved_action = (state.get("a"), state.get("opt_a"))
+        return True
+
+
+def _soft_ellipse(size: int) -> np.ndarray:
+    from ros_anonymizer.filters import soft_ellipse
+
+    return soft_ellipse(size)[None, None, :, :, 0].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(run: Run, stage: str, step: int) -> dict:
+    """D's identity accuracy on held-back images of the trained people, original and after M."""
+    run.m.eval(), run.d.eval()
+    correct_orig = correct_mod = 0
+    l1 = 0.0
+    for start in range(0, len(run.val_y), 256):
+        x, y = run.val_x[start:start + 256], run.val_y[start:start + 256]
+        with run.autocast():
+            modified = run.pasted(run.m(x).float(), x)
+            emb_o, emb_m = run.d_embed(x, run.d), run.d_embed(modified, run.d)
+        correct_orig += (run.d.cosine(emb_o.float()).argmax(1) == y).sum().item()
+        correct_mod += (run.d.cosine(emb_m.float()).argmax(1) == y).sum().item()
+        l1 += (modified - x).abs().mean().item() * len(y)
+    n = max(len(run.val_y), 1)
+    record = {"kind": "eval", "stage": stage, "step": step, "acc_original": correct_orig / n, "acc_modified": correct_mod / n, "l1": l1 / n}
+    run.log.write(**record)
+    run.m.train(), run.d.train()
+    return record
+
+
+# ----------------------------------------------------------------------------- stages
+def pretrain_d(run: Run, steps: int):
+    """D learns the identities on original faces; M meanwhile learns to reproduce its input.
+
+    So the joint stage starts from a D that recognises the people and an M
+    whose output D still recognises: any fall of D's accuracy on modified
+    faces afterwards is the adversarial game's doing, not M's random start.
+    """
+    for step in _steps(run, "pretrain-d", steps):
+        x, y = run.batch("pretrain-d", step)
+        with run.autocast():
+            loss_d = losses.identity_loss(run.d, run.d_embed(x).float(), y)
+            loss_rec = losses.l1_loss(run.pasted(run.m_train(x).float(), x), x)
+        run.opt_d.zero_grad(set_to_none=True)
+        run.opt_m.zero_grad(set_to_none=True)
+        (loss_d + loss_rec).backward()
+        run.opt_d.step()
+        run.opt_m.step()
+        _after_step(run, "pretrain-d", step, steps, {"loss_d_original": loss_d.item(), "loss_l1": loss_rec.item()})
+
+
+def pretrain_a(run: Run, steps: int):
+    """A learns person boxes and actions on frames whose faces M has not touched yet."""
+    if run.action is None:
+        return
+    model, opt, data = run.action
+    for step in _steps(run, "pretrain-a", steps):
+        images, targets = data.batch(step, run.cfg.action_batch_size, run.device)
+        with run.autocast():
+            loss = data.loss(model(images), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        _after_step(run, "pretrain-a", step, steps, {"loss_a": loss.item()})
+
+
+def joint(run: Run, steps: int):
+    """The adversarial game, alternating: D learns original and modified faces, then M fools D while staying close to f."""
+    cfg = run.cfg
+    d_params = list(run.d.parameters())
+    for step in _steps(run, "joint", steps):
+        x, y = run.batch("joint", step)
+        with run.autocast():
+            modified = run.pasted(run.m_train(x).float(), x)
+
+        # D: identity loss on original and on modified faces (the attacker adapts to M).
+        with run.autocast():
+            emb = run.d_embed(torch.cat([x, modified.detach()])).float()
+        loss_d_orig = losses.identity_loss(run.d, emb[:len(x)], y)
+        loss_d_mod = losses.identity_loss(run.d, emb[len(x):], y)
+        run.opt_d.zero_grad(set_to_none=True)
+        (loss_d_orig + cfg.d_modified_weight * loss_d_mod).backward()
+        run.opt_d.step()
+
+        # M: bounded privacy loss against the updated D + L1 (+ detection on frames with M(f) pasted).
+        for p in d_params:
+            p.requires_grad_(False)
+        with run.autocast():
+            with torch.no_grad():
+                emb_orig = run.d_embed(x, run.d).float()
+            emb_mod = run.d_embed(modified, run.d).float()
+        loss_priv = losses.privacy_loss(cfg.privacy_loss, run.d, emb_mod, emb_orig, y)
+        loss_l1 = losses.l1_loss(modified, x)
+        loss_m = cfg.lambda_privacy * loss_priv + cfg.lambda_l1 * loss_l1
+        record = {"loss_d_original": loss_d_orig.item(), "loss_d_modified": loss_d_mod.item(),
+                  "loss_privacy": loss_priv.item(), "loss_l1": loss_l1.item()}
+        if cfg.lambda_det > 0:
+            loss_det = detection_on_anonymized(run, step)
+            loss_m = loss_m + cfg.lambda_det * loss_det
+            record["loss_det"] = loss_det.item()
+        run.opt_m.zero_grad(set_to_none=True)
+        loss_m.backward()
+        run.opt_m.step()
+        for p in d_params:
+            p.requires_grad_(True)
+        record["loss_m"] = loss_m.item()
+        _after_step(run, "joint", step, steps, record)
+
+
+def detection_on_anonymized(run: Run, step: int) -> torch.Tensor:
+    """L_det of A on action frames with M(f) pasted over each face; A also takes a step on them."""
+    model, opt, data = run.action
+    images, targets = data.anonymized_batch(step, run.cfg.action_batch_size, run.device, run.m_train, run.cfg)
+    with run.autocast():
+        loss = data.loss(model(images), targets)
+    opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def export_stage(run: Run):
+    """ONNX for M (anonymizer contract) and for A (its own exporter), each checked with ONNX Runtime."""
+    if not run.main:
+        return
+    cfg = run.cfg
+    trained_on = (f"{cfg.dataset_name}: {len(run.data.names)} identities, {len(run.data.train)} face crops; "
+                  f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
+                  f"privacy loss {cfg.privacy_loss}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}; seed {cfg.seed}")
+    result = export.export_anonymizer(run.m, run.out / f"anonymizer_{cfg.preset}.onnx", crop_size=cfg.crop_size,
+                                      box_enlarge=cfg.box_enlarge, preset=cfg.preset, trained_on=trained_on)
+    run.log.write(kind="export", stage="export", step=0, **result)
+    tqdm.write(f"exported {result['path']} ({result['bytes'] / 1e6:.1f} MB), ONNX Runtime vs torch max |diff| "
+               f"{result['max_abs_diff']:.1e} (tolerance {result['tolerance']:.0e})")
+    run.m.to(run.device)
+    write_report(run)
+
+
+def write_report(run: Run):
+    """losses.png, d_accuracy.png and samples.png (hold-out people, never trained on) in out_dir."""
+    plot_curves(run.log.read(), run.out)
+    holdout = run.data.holdout if len(run.data.holdout) else run.data.val
+    x = to_tensor(holdout.crops[:24]).to(run.device)
+    with torch.no_grad():
+        modified = run.pasted(run.m.eval()(x).float(), x)
+    run.m.train()
+    face_grid(holdout.crops[:24], to_uint8(modified), run.out / "samples.png")
+
+
+# ----------------------------------------------------------------------------- loop helpers
+def _steps(run: Run, stage: str, total: int):
+    start = run.progress[stage]
+    if start >= total:
+        return range(0)
+    return tqdm(range(start, total), desc=stage, initial=start, total=total, disable=not run.main, dynamic_ncols=True)
+
+
+def _after_step(run: Run, stage: str, step: int, total: int, record: dict):
+    done = step + 1
+    run.progress[stage] = done
+    cfg = run.cfg
+    if done % cfg.log_every == 0 or done == total:
+        if run.distributed:
+            values = torch.tensor(list(record.values()), device=run.device)
+            dist.all_reduce(values)
+            record = dict(zip(record, (values / run.world).tolist()))
+        run.log.write(kind="train", stage=stage, step=done, time=round(time.time(), 1), **record)
+    if stage != "pretrain-a" and (done % cfg.eval_every == 0 or done == total):
+        ev = evaluate(run, stage, done)
+        if run.main:
+            tqdm.write(f"{stage} {done}/{total}: D accuracy original {ev['acc_original']:.2f}, modified {ev['acc_modified']:.2f}, L1 {ev['l1']:.3f}")
+    if done % cfg.checkpoint_every == 0 or done == total:
+        run.save()
+
+
+def _load_action_detector(run: Run):
+    """(model, optimiser, data) for A when the action detector code and data exist, else None."""
+    needed = run.cfg.lambda_det > 0 or run.cfg.pretrain_a_steps > 0
+    if not needed:
+        return None
+    try:
+        from .data.actions import ActionTraining
+    except ImportError as e:
+        raise TrainConfigError(f"lambda_det and pretrain_a_steps need the action detector's training code ({e}); set both to 0.") from None
+    model, opt, data = ActionTraining.build(run.cfg, run.device)
+    return model, opt, data
+
+
+# ----------------------------------------------------------------------------- command
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m training", description="Train the anonymizer M against the face discriminator D (and the action detector A).")
+    parser.add_argument("stages", nargs="*", default=["all"], help=f"stages to run, in order: {', '.join(STAGES)} or all (default)")
+    parser.add_argument("--config", default="edge", help="preset (tiny, edge, paper) or a YAML file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    parser.add_argument("--fresh", action="store_true", help="delete out_dir's checkpoint and metrics and start over")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = TrainConfig.load(args.config, args.set)
+        stages = list(STAGES) if "all" in args.stages else args.stages
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise TrainConfigError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)} or all.")
+        train(cfg, stages, fresh=args.fresh)
+    except (TrainConfigError, FileNotFoundError, ValueError, export.ExportError) as e:
+        print(f"training: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("training: interrupted; run the same command again to resume from the last checkpoint.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
+    out = Path(cfg.out_dir)
+    if fresh and out.exists() and int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(out)
+    run = Run(cfg)
+    if run.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.to_dict().items()))
+    resumed = run.restore()
+    run.action = _load_action_detector(run)
+    if run.action is not None and resumed and run._saved_action[0] is not None:
+        run.action[0].load_state_dict(run._saved_action[0])
+        run.action[1].load_state_dict(run._saved_action[1])
+    run.wrap()
+    if run.main:
+        tqdm.write(f"training {cfg.preset} on {run.device} (world {run.world}, amp {run.amp}): {len(run.data.names)} identities, "
+                   f"{len(run.data.train)} train / {len(run.data.val)} val / {len(run.data.holdout)} hold-out faces"
+                   + (f"; resuming {run.progress}" if resumed else ""))
+    for stage in stages:
+        if stage == "pretrain-d":
+            pretrain_d(run, cfg.pretrain_d_steps)
+        elif stage == "pretrain-a":
+            pretrain_a(run, cfg.pretrain_a_steps)
+        elif stage == "joint":
+            joint(run, cfg.joint_steps)
+        elif stage == "export":
+            export_stage(run)
+    if run.distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out
