@@ -1,0 +1,324 @@
+"""`bag anonymize`: rewrite a rosbag2 recording with every camera image anonymized.
+
+Image topics (sensor_msgs Image and CompressedImage) go through one Pipeline
+per topic, so face tracks persist per camera; each gets a
+`<topic>/detections` topic (vision_msgs/Detection2DArray, the image's
+header). Every other topic is copied byte for byte with its timestamps, QoS
+and serialization format.
+
+Fail closed: a frame that cannot be decoded or anonymized is dropped (or,
+with on_failure=black, replaced by a black frame); topics whose messages
+carry pictures this tool cannot anonymize (video packets, messages with an
+embedded image) are left out, never copied. The bag is written under a
+temporary name next to OUT and renamed only when complete, so an interrupted
+run leaves no OUT, and the input is only ever read.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.interfaces import Connection, MessageDefinitionFormat
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+from rosbags.typesys import get_types_from_msg
+from sensor_msgs.msg import CompressedImage, Image
+from tqdm import tqdm
+
+from .. import __version__
+from ..actions import Actions
+from ..cli import UserError
+from ..config import AnonymizerConfig
+from ..image_io import ENCODINGS, compressed_to_rgb, image_to_rgb, rgb_to_compressed, rgb_to_image
+from ..pipeline import Pipeline, failure_frame
+from .reading import open_bag, read_messages
+from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, typestore
+
+STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+DETECTIONS_SUFFIX = "/detections"
+
+# Message types that carry pictures this tool cannot anonymize; their topics are left out.
+PICTURE_TYPES = {
+    "theora_image_transport/msg/Packet",
+    "ffmpeg_image_transport_msgs/msg/FFMPEGPacket",
+    "foxglove_msgs/msg/CompressedVideo",
+    "foxglove_msgs/msg/RawImage",
+    "foxglove_msgs/msg/CompressedImage",
+}
+
+
+@dataclass
+class TopicCounts:
+    """What happened to the frames of one image topic."""
+
+    frames: int = 0
+    anonymized: int = 0
+    faces: int = 0
+    black: int = 0  # could not be anonymized; replaced by a black frame (on_failure=black)
+    undecodable: int = 0  # malformed message: dropped
+    failed: int = 0  # the pipeline could not anonymize it: dropped
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dropped(self) -> int:
+        return self.undecodable + self.failed
+
+    def note_error(self, text: str) -> None:
+        self.errors[text] = self.errors.get(text, 0) + 1
+
+
+@dataclass
+class BagReport:
+    output: Path
+    images: dict[str, TopicCounts] = field(default_factory=dict)
+    copied: dict[str, int] = field(default_factory=dict)  # topic -> messages copied unchanged
+    left_out: dict[str, str] = field(default_factory=dict)  # topic -> why it is not in the output
+
+    @property
+    def dropped(self) -> int:
+        return sum(c.dropped for c in self.images.values())
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.output}"]
+        for topic, c in self.images.items():
+            line = (f"  {topic}: {c.frames} frames, {c.anonymized} anonymized ({c.faces} faces), "
+                    f"{c.black} black, {c.undecodable} undecodable and {c.failed} failed frames dropped")
+            lines.append(line)
+            lines.extend(f"    {n} x {error}" for error, n in sorted(c.errors.items(), key=lambda kv: -kv[1])[:5])
+        if self.copied:
+            lines.append(f"  copied unchanged: {len(self.copied)} topics, {sum(self.copied.values())} messages")
+        lines.extend(f"  left out {topic}: {why}" for topic, why in self.left_out.items())
+        return "\n".join(lines)
+
+
+def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: str | None = None,
+                  topics: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> BagReport:
+    """Write an anonymized copy of the bag `src` to the new bag folder `dst`."""
+    src, dst = Path(src), Path(dst)
+    check_paths(src, dst, overwrite)
+    config = config.replace(frame_deadline_ms=0.0)  # offline: every frame may take the time it needs
+    with open_bag(src) as reader:
+        plan = plan_topics(reader.connections, topics)
+        store = _typestore_with(reader.connections)
+        plugin = STORAGES[storage] if storage else input_storage(src)
+        pipelines = {topic: Pipeline(config) for topic in plan.images}
+        report = BagReport(dst, images={topic: TopicCounts() for topic in plan.images}, left_out=dict(plan.left_out))
+        with staging(dst, overwrite) as path:
+            writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+            mode = (reader.compression_mode or "").upper()
+            if mode in CompressionMode.__members__:
+                writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
+            for key, value in (reader.storage.metadata.custom or {}).items():
+                writer.set_custom_data(str(key), str(value))
+            writer.set_custom_data("ros_anonymizer", f"{__version__} filter={config.filter}")
+            writer.open()
+            try:
+                outputs, detections = _add_connections(writer, plan, store)
+                total = sum(c.msgcount for c in plan.selected)
+                messages = tqdm(reader.messages(plan.selected), total=total, unit="msg", desc="anonymizing",
+                                disable=not progress)
+                for conn, timestamp, raw in read_messages(messages, src):
+                    out = outputs[conn.id]
+                    if conn.topic not in plan.images:
+                        writer.write(out, timestamp, raw)
+                        report.copied[conn.topic] = report.copied.get(conn.topic, 0) + 1
+                        continue
+                    frame = anonymize_frame(conn.msgtype, raw, pipelines[conn.topic], config, report.images[conn.topic])
+                    if frame is not None:
+                        image_bytes, detections_msg = frame
+                        writer.write(out, timestamp, image_bytes)
+                        writer.write(detections[conn.topic], timestamp,
+                                     store.serialize_cdr(detections_msg, DETECTIONS_TYPE))
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+    return report
+
+
+def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: AnonymizerConfig,
+                    counts: TopicCounts) -> tuple[bytes, object] | None:
+    """One image message -> (anonymized message bytes, detections message), or None to drop it."""
+    counts.frames += 1
+    compressed = msgtype == COMPRESSED_IMAGE_TYPE
+    try:
+        msg = deserialize_message(raw, CompressedImage if compressed else Image)
+        rgb = compressed_to_rgb(msg, config.max_image_pixels) if compressed else image_to_rgb(msg, config.max_image_pixels)
+    except Exception as e:  # any malformed message, whatever the decoder raises: drop it
+        counts.undecodable += 1
+        counts.note_error(f"undecodable: {e}")
+        return None
+    result = pipeline.process(rgb)
+    image, actions = result.image, result.actions
+    if image is None:
+        counts.note_error(result.error or "no image")
+        image, actions = failure_frame(rgb.shape, config), Actions()
+    if image is None:
+        counts.failed += 1
+        return None
+    try:
+        out = encode_like(msg, image, config) if compressed else rgb_to_image(image, msg.encoding, msg.header)
+        encoded = serialize_message(out), detections_message(msg.header, actions)
+    except Exception as e:  # an anonymized frame that cannot be encoded is dropped, never replaced by the input
+        counts.failed += 1
+        counts.note_error(f"cannot encode: {e}")
+        return None
+    if result.image is None:
+        counts.black += 1
+    else:
+        counts.anonymized += 1
+        counts.faces += len(result.faces)
+    return encoded
+
+
+def encode_like(msg: CompressedImage, rgb: np.ndarray, config: AnonymizerConfig) -> CompressedImage:
+    """A CompressedImage in the input's format (JPEG or PNG) and colour family, with its header."""
+    fmt = "png" if "png" in msg.format.lower() else "jpeg"
+    source = msg.format.split(";")[0].strip()
+    return rgb_to_compressed(rgb, fmt, config.jpeg_quality, msg.header, source if source in ENCODINGS else "bgr8")
+
+
+def detections_message(header, actions: Actions):
+    """vision_msgs/Detection2DArray of the person boxes, their action and track id, stamped like the image."""
+    types = typestore().types
+    stamp = types["builtin_interfaces/msg/Time"](sec=header.stamp.sec, nanosec=header.stamp.nanosec)
+    ros_header = types["std_msgs/msg/Header"](stamp=stamp, frame_id=header.frame_id)
+    pose = types["geometry_msgs/msg/PoseWithCovariance"](
+        pose=types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
+                                             orientation=types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
+        covariance=np.zeros(36, np.float64))
+    detections = []
+    names = actions.names()
+    for box, score, name, track in zip(actions.boxes, actions.scores, names, actions.track_ids):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        hypothesis = types["vision_msgs/msg/ObjectHypothesis"](class_id=str(name), score=float(score))
+        center = types["vision_msgs/msg/Pose2D"](position=types["vision_msgs/msg/Point2D"](x=(x1 + x2) / 2, y=(y1 + y2) / 2),
+                                                theta=0.0)
+        detections.append(types["vision_msgs/msg/Detection2D"](
+            header=ros_header,
+            results=[types["vision_msgs/msg/ObjectHypothesisWithPose"](hypothesis=hypothesis, pose=pose)],
+            bbox=types["vision_msgs/msg/BoundingBox2D"](center=center, size_x=x2 - x1, size_y=y2 - y1),
+            id=str(int(track))))
+    return types[DETECTIONS_TYPE](header=ros_header, detections=detections)
+
+
+# Paths ---------------------------------------------------------------------
+
+def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
+    """Refuse anything that could write over the input or over an existing bag without --overwrite."""
+    if not src.exists():
+        raise UserError(f"the input bag {src} does not exist.")
+    s, d = src.resolve(), dst.resolve()
+    if d == s or s in d.parents or d in s.parents:
+        raise UserError(f"the output {dst} would overwrite the input bag {src}; choose an output outside it.")
+    if dst.exists() and not overwrite:
+        raise UserError(f"the output {dst} already exists; choose another name or pass --overwrite to replace it.")
+    if not dst.parent.is_dir():
+        raise UserError(f"the output's folder {dst.parent} does not exist; create it first.")
+
+
+@contextmanager
+def staging(dst: Path, overwrite: bool) -> Iterator[Path]:
+    """A bag path next to `dst`; renamed to `dst` only when the block completes, removed otherwise."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+    try:
+        yield tmp / "bag"
+        if overwrite and dst.exists():
+            dst.rename(tmp / "replaced")
+        (tmp / "bag").rename(dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def input_storage(src: Path) -> StoragePlugin:
+    files = [src] if src.is_file() else list(src.iterdir())
+    return StoragePlugin.MCAP if any(f.name.endswith((".mcap", ".mcap.zstd")) for f in files) else StoragePlugin.SQLITE3
+
+
+# Topics --------------------------------------------------------------------
+
+@dataclass
+class TopicPlan:
+    selected: list[Connection]  # every input connection that is read
+    images: list[str]  # image topics, anonymized
+    left_out: dict[str, str]  # topics not written, and why
+
+
+def plan_topics(connections: list[Connection], topics: list[str] | None) -> TopicPlan:
+    """Which topics are anonymized, copied or left out (pictures that cannot be anonymized)."""
+    present = {c.topic for c in connections}
+    if topics:
+        missing = sorted(set(topics) - present)
+        if missing:
+            raise UserError(f"the bag has no topic {', '.join(missing)}; it has {', '.join(sorted(present))}.")
+    wanted = [c for c in connections if not topics or c.topic in topics]
+    images = sorted({c.topic for c in wanted if c.msgtype in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)})
+    left_out: dict[str, str] = {}
+    for c in wanted:
+        if c.topic in images and c.msgtype not in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE):
+            left_out[c.topic] = f"it mixes {c.msgtype} with image messages"
+        elif c.msgtype in PICTURE_TYPES or (c.topic not in images and _embeds_image(c)):
+            left_out[c.topic] = f"{c.msgtype} carries pictures this tool cannot anonymize"
+        elif c.topic in {t + DETECTIONS_SUFFIX for t in images}:
+            left_out[c.topic] = "replaced by the detections of the anonymized images"
+    images = [t for t in images if t not in left_out]
+    selected = [c for c in wanted if c.topic not in left_out]
+    return TopicPlan(selected, images, left_out)
+
+
+def _embeds_image(conn: Connection) -> bool:
+    """A message type with an Image or CompressedImage inside (e.g. stereo_msgs/DisparityImage)."""
+    text = conn.msgdef.data if conn.msgdef.format != MessageDefinitionFormat.NONE else ""
+    if not text and conn.msgtype in typestore().types:
+        text, _ = typestore().generate_msgdef(conn.msgtype, ros_version=2)
+    return any(name in text for name in ("sensor_msgs/Image", "sensor_msgs/CompressedImage",
+                                         "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
+
+
+def _typestore_with(connections: list[Connection]):
+    """The typestore, plus any message types only the bag defines (so their definitions can be written back)."""
+    store = typestore()
+    for conn in connections:
+        if conn.msgtype not in store.types and conn.msgdef.format == MessageDefinitionFormat.MSG and conn.msgdef.data:
+            store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+    return store
+
+
+def _definition(conn: Connection, store) -> tuple[str, str]:
+    """(message definition, type hash) for writing `conn` back as it was recorded."""
+    msgdef = conn.msgdef.data if conn.msgdef.format != MessageDefinitionFormat.NONE else ""
+    digest = conn.digest
+    if (not msgdef or not digest) and conn.msgtype in store.types:
+        msgdef = msgdef or store.generate_msgdef(conn.msgtype, ros_version=2)[0]
+        digest = digest or store.hash_rihs01(conn.msgtype)
+    if not msgdef or not digest:
+        raise UserError(f"topic {conn.topic} has type {conn.msgtype}, whose definition is not in the bag, so it "
+                        "cannot be copied; leave it out with --topics.")
+    return msgdef, digest
+
+
+def _add_connections(writer: Writer, plan: TopicPlan, store) -> tuple[dict[int, Connection], dict[str, Connection]]:
+    """Output connections mirroring the input's (same type, definition, format, QoS), plus one detections topic per image topic."""
+    outputs: dict[int, Connection] = {}
+    by_key: dict[tuple, Connection] = {}
+    for conn in plan.selected:
+        key = (conn.topic, conn.msgtype, conn.ext.serialization_format, tuple(conn.ext.offered_qos_profiles))
+        if key not in by_key:
+            msgdef, digest = _definition(conn, store)
+            by_key[key] = writer.add_connection(
+                conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
+                serialization_format=conn.ext.serialization_format,
+                offered_qos_profiles=conn.ext.offered_qos_profiles)
+        outputs[conn.id] = by_key[key]
+    detections = {}
+    for topic in plan.images:
+        qos = next(c.ext.offered_qos_profiles for c in plan.selected if c.topic == topic)
+        detections[topic] = writer.add_connection(topic + DETECTIONS_SUFFIX, DETECTIONS_TYPE, typestore=store,
+                                                  offered_qos_profiles=qos)
+    return outputs, detections
