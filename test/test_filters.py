@@ -1,0 +1,97 @@
+"""Filters change the faces and nothing else; the learned filter follows the anonymizer contract."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx_models import anonymizer_model
+
+from ros_anonymizer.backends import ModelError, load_backend
+from ros_anonymizer.config import AnonymizerConfig
+from ros_anonymizer.filters import (LearnedAnonymizer, crop_squares, enlarge_boxes, paste_squares, soft_ellipse,
+                                    square_regions)
+from ros_anonymizer.pipeline import Pipeline
+
+
+def _outside(shape, regions) -> np.ndarray:
+    keep = np.ones(shape[:2], bool)
+    for x1, y1, x2, y2 in regions:
+        keep[y1:y2, x1:x2] = False
+    return keep
+
+
+def _changed(before, after, rect) -> float:
+    x1, y1, x2, y2 = rect
+    return float(np.abs(before[y1:y2, x1:x2].astype(int) - after[y1:y2, x1:x2].astype(int)).mean())
+
+
+@pytest.mark.parametrize("name", ["mask", "blur", "mosaic", "noise"])
+def test_filter_changes_faces_and_nothing_outside_them(name, street_frame_with_faces):
+    frame, rects = street_frame_with_faces
+    original = frame.copy()
+    result = Pipeline(AnonymizerConfig(filter=name)).process(frame)
+    assert result.ok, result.error
+    assert np.array_equal(frame, original), "the input frame was modified in place"
+    assert len(result.faces) >= len(rects)
+    for rect in rects:
+        assert _changed(frame, result.image, rect) > 8.0, f"{name} left the face at {rect} nearly unchanged"
+    expected = enlarge_boxes(result.faces.boxes, AnonymizerConfig().box_enlarge, frame.shape)
+    assert np.array_equal(result.regions, expected)
+    outside = _outside(frame.shape, result.regions)
+    assert np.array_equal(result.image[outside], frame[outside])
+
+
+def test_mask_is_solid_in_the_enlarged_box(astronaut):
+    config = AnonymizerConfig(filter="mask", mask_color=[255, 0, 255])
+    result = Pipeline(config).process(astronaut)
+    x1, y1, x2, y2 = result.regions[0]
+    assert (result.image[y1:y2, x1:x2] == [255, 0, 255]).all()
+    w = result.faces.boxes[0, 2] - result.faces.boxes[0, 0]
+    assert x2 - x1 == pytest.approx(w * config.box_enlarge, abs=2)
+
+
+def test_blur_strength_is_relative_to_face_size(astronaut):
+    weak = Pipeline(AnonymizerConfig(filter="blur", blur_strength=0.05)).process(astronaut)
+    strong = Pipeline(AnonymizerConfig(filter="blur", blur_strength=0.5)).process(astronaut)
+    x1, y1, x2, y2 = strong.regions[0]
+    assert strong.image[y1:y2, x1:x2].std() < weak.image[y1:y2, x1:x2].std()
+
+
+def test_crop_and_paste_roundtrip_at_the_frame_border(astronaut):
+    squares = square_regions(np.array([[-20, -10, 60, 90]], np.float32), 1.3)
+    crops = crop_squares(astronaut, squares, 32)
+    assert crops.shape == (1, 32, 32, 3)
+    frame = astronaut.copy()
+    paste_squares(frame, squares, np.zeros_like(crops))
+    x, y, side = squares[0]
+    cy, cx = y + side // 2, x + side // 2
+    assert (frame[max(cy, 0), max(cx, 0)] < 10).all()
+    assert np.array_equal(frame[300:], astronaut[300:])
+
+
+def test_soft_ellipse_is_one_inside_and_zero_at_corners():
+    weights = soft_ellipse(64)
+    assert weights[32, 32, 0] == 1.0 and weights[0, 0, 0] == 0.0
+
+
+def test_learned_filter_runs_all_faces_in_one_batch(tmp_path, street_frame_with_faces):
+    frame, rects = street_frame_with_faces
+    model = anonymizer_model(tmp_path / "m.onnx", crop_size=32)
+    pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model)))
+    assert pipeline.learned.crop_size == 32 and pipeline.learned.box_enlarge == 1.3
+    calls = []
+    run = pipeline.learned.backend.run
+    pipeline.learned.backend.run = lambda feeds: calls.append(feeds["faces"].shape) or run(feeds)
+    result = pipeline.process(frame)
+    assert result.ok, result.error
+    assert calls == [(len(result.faces), 3, 32, 32)]
+    for rect in rects:
+        assert _changed(frame, result.image, rect) > 20.0
+    outside = _outside(frame.shape, result.regions)
+    assert np.array_equal(result.image[outside], frame[outside])
+
+
+@pytest.mark.parametrize("missing", ["model_kind", "crop_size", "value_range"])
+def test_learned_model_without_its_metadata_is_refused(tmp_path, missing):
+    model = anonymizer_model(tmp_path / "m.onnx", metadata={missing: None})
+    with pytest.raises(ModelError):
+        LearnedAnonymizer(load_backend(model))

@@ -1,0 +1,102 @@
+"""The pipeline fails closed: on any failure there is no output frame, and a clear error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx_models import anonymizer_model
+
+from ros_anonymizer.backends import ModelError
+from ros_anonymizer.config import AnonymizerConfig, ConfigError
+from ros_anonymizer.pipeline import Pipeline, failure_frame
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    return Pipeline(AnonymizerConfig(filter="mask"))
+
+
+def test_missing_model_file_stops_start_up():
+    with pytest.raises(ModelError, match="does not exist"):
+        Pipeline(AnonymizerConfig(face_model="/nonexistent/centerface.onnx"))
+
+
+def test_broken_model_file_stops_start_up(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not a protobuf" * 10)
+    with pytest.raises(ModelError, match="cannot load"):
+        Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(broken)))
+
+
+def test_learned_filter_with_a_model_that_is_not_an_anonymizer_stops_start_up(tmp_path):
+    model = anonymizer_model(tmp_path / "m.onnx", metadata={"model_kind": "action_detector"})
+    with pytest.raises(ModelError, match="not an anonymizer"):
+        Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model)))
+
+
+@pytest.mark.parametrize("frame, message", [
+    (np.zeros((0, 0, 3), np.uint8), "empty"),
+    (np.zeros((480, 640), np.uint8), "HxWx3"),
+    (np.zeros((480, 640, 4), np.uint8), "HxWx3"),
+    (np.zeros((480, 640, 3), np.float32), "HxWx3"),
+    ("not a frame", "numpy array"),
+])
+def test_bad_frames_give_no_output_and_a_clear_error(pipeline, frame, message):
+    result = pipeline.process(frame)
+    assert result.image is None and not result.ok
+    assert message in result.error
+
+
+def test_model_error_at_run_time_gives_no_frame(tmp_path, street_frame_with_faces):
+    """A real ONNX model that runs for one face and fails inside ONNX Runtime for more."""
+    frame, _ = street_frame_with_faces
+    model = anonymizer_model(tmp_path / "m.onnx", fixed_batch=1)
+    pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model)))
+    result = pipeline.process(frame)
+    assert result.image is None
+    assert "Reshape" in result.error or "shape" in result.error.lower()
+    one_face = frame.copy()
+    one_face[:, 180:] = 0
+    pipeline.reset()
+    assert pipeline.process(one_face).ok, "the same model works on one face: the failure above was the model's"
+
+
+def test_deadline_miss_gives_no_frame(astronaut):
+    result = Pipeline(AnonymizerConfig(filter="blur", frame_deadline_ms=0.01)).process(astronaut)
+    assert result.image is None and "deadline" in result.error
+
+
+def test_result_never_is_the_input(pipeline, astronaut):
+    result = pipeline.process(astronaut)
+    assert result.ok and result.image is not astronaut and not np.shares_memory(result.image, astronaut)
+
+
+def test_frame_without_faces_is_published_unchanged_but_copied(pipeline):
+    sky = np.full((240, 320, 3), 180, np.uint8)
+    pipeline.reset()
+    result = pipeline.process(sky)
+    assert result.ok and len(result.faces) == 0 and np.array_equal(result.image, sky)
+
+
+def test_failure_frame_follows_on_failure():
+    assert failure_frame((4, 5, 3), AnonymizerConfig(on_failure="drop")) is None
+    black = failure_frame((4, 5, 3), AnonymizerConfig(on_failure="black"))
+    assert black.shape == (4, 5, 3) and not black.any()
+
+
+def test_reconfigure_changes_the_filter_at_run_time(astronaut):
+    pipeline = Pipeline(AnonymizerConfig(filter="mask"))
+    before = pipeline.process(astronaut)
+    pipeline.reconfigure(pipeline.config.replace(filter="mosaic", persist_frames=0))
+    after = pipeline.process(astronaut)
+    x1, y1, x2, y2 = before.regions[0]
+    assert (before.image[y1:y2, x1:x2] == 0).all() and after.image[y1:y2, x1:x2].std() > 10
+
+
+def test_reconfigure_refuses_start_up_only_parameters(pipeline):
+    with pytest.raises(ConfigError, match="cannot change while running"):
+        pipeline.reconfigure(pipeline.config.replace(backend="tensorrt"))
+
+
+def test_timings_are_reported(pipeline, astronaut):
+    timings = pipeline.process(astronaut).timings_ms
+    assert {"faces", "filter", "actions", "total"} <= set(timings) and timings["total"] > 0
