@@ -56,6 +56,7 @@ class AnonymizerConfig:
     engine_cache_dir: str = _param("~/.cache/ros_anonymizer/engines", "where TensorRT engines built from ONNX models are kept")
     build_if_missing: bool = _param(False, "build a missing TensorRT engine at start-up (takes minutes) instead of failing")
     trt_precision: str = _param("fp16", "TensorRT engine precision", choices=("fp32", "fp16", "int8"))
+    trt_max_faces: int = _param(16, "largest face batch of a TensorRT anonymizer engine (more faces run in several batches)", range=(1, 256))
 
     # Failing closed.
     on_failure: str = _param("drop", "what is published when a frame cannot be anonymized: nothing, or a black frame", choices=("drop", "black"), dynamic=True)
