@@ -61,4 +61,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ros_anonymizer.cli import main as package_main  # so UserError is the class the subcommands raise
+
+    sys.exit(package_main())

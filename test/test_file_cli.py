@@ -1,0 +1,66 @@
+"""`ros-anonymizer anonymize` and `demo`: real files in, anonymized files out, plain errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from ros_anonymizer.cli import main
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ros_anonymizer.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_anonymize_one_image(tmp_path, astronaut):
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    cv2.imwrite(str(src), astronaut[:, :, ::-1])
+    assert main(["anonymize", str(src), str(dst), "--filter", "mask"]) == 0
+    out = cv2.imread(str(dst))[:, :, ::-1]
+    assert out.shape == astronaut.shape
+    assert (out[100:150, 200:250] == 0).all() and np.array_equal(out[400:], astronaut[400:])
+
+
+def test_anonymize_a_folder(tmp_path, lfw_faces):
+    src = tmp_path / "faces"
+    src.mkdir()
+    for name, face in lfw_faces[:3]:
+        cv2.imwrite(str(src / f"{name}.jpg"), face[:, :, ::-1])
+    assert main(["anonymize", str(src), str(tmp_path / "out"), "--set", "filter=mosaic"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in src.iterdir())
+
+
+def test_anonymize_a_video(tmp_path, shared_data):
+    clip = next((shared_data / "jhmdb" / "catch").glob("*.avi"))
+    out = tmp_path / "out.avi"
+    assert main(["anonymize", str(clip), str(out), "--set", "score_threshold=0.2"]) == 0
+    capture = cv2.VideoCapture(str(out))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+
+
+@pytest.mark.parametrize("args, message", [
+    (["anonymize", "/nonexistent.png", "out.png"], "does not exist"),
+    (["anonymize", "{src}", "{dst}", "--set", "filter=pixelate"], "filter must be one of"),
+    (["anonymize", "{src}", "{dst}", "--set", "filter"], "KEY=VALUE"),
+    (["anonymize", "{src}", "{src}"], "must not be the input"),
+    (["anonymize", "{src}", "{dst}", "--set", "filter=learned", "--set", "anonymizer_model=/nope.onnx"], "does not exist"),
+    (["anonymize", "{src}", "{dst}", "--config", "/nonexistent.yaml"], "cannot read config file"),
+])
+def test_bad_input_stops_with_one_plain_sentence(tmp_path, astronaut, args, message):
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    cv2.imwrite(str(src), astronaut[:, :, ::-1])
+    done = _cli(*(a.format(src=src, dst=dst) for a in args))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not dst.exists()
+
+
+def test_demo_writes_a_preview(tmp_path):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    preview = cv2.imread(str(tmp_path / "preview.png"))
+    assert preview is not None and preview.shape[1] >= 4 * 300
+    assert (tmp_path / "blur.png").is_file() and (tmp_path / "mask.png").is_file()
