@@ -35,7 +35,7 @@ from .. import __version__
 from ..actions import Actions
 from ..cli import UserError
 from ..config import AnonymizerConfig
-from ..image_io import ENCODINGS, compressed_to_rgb, image_to_rgb, rgb_to_compressed, rgb_to_image
+from ..image_io import decode, rgb_to_compressed, rgb_to_image
 from ..pipeline import Pipeline, failure_frame
 from .reading import open_bag, read_messages
 from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, typestore
@@ -84,6 +84,10 @@ class BagReport:
     def dropped(self) -> int:
         return sum(c.dropped for c in self.images.values())
 
+    @property
+    def black(self) -> int:
+        return sum(c.black for c in self.images.values())
+
     def summary(self) -> str:
         lines = [f"wrote {self.output}"]
         for topic, c in self.images.items():
@@ -131,10 +135,10 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
                         continue
                     frame = anonymize_frame(conn.msgtype, raw, pipelines[conn.topic], config, report.images[conn.topic])
                     if frame is not None:
-                        image_bytes, detections_msg = frame
+                        image_bytes, detections_bytes = frame
                         writer.write(out, timestamp, image_bytes)
-                        writer.write(detections[conn.topic], timestamp,
-                                     store.serialize_cdr(detections_msg, DETECTIONS_TYPE))
+                        if detections_bytes is not None:
+                            writer.write(detections[conn.topic], timestamp, detections_bytes)
                 writer.close()
             except BaseException:
                 writer.abort()
@@ -143,45 +147,49 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
 
 
 def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: AnonymizerConfig,
-                    counts: TopicCounts) -> tuple[bytes, object] | None:
-    """One image message -> (anonymized message bytes, detections message), or None to drop it."""
+                    counts: TopicCounts) -> tuple[bytes, bytes | None] | None:
+    """One image message -> serialized (anonymized image, detections), or None to drop it.
+
+    A frame replaced by a black one has no detections, as in the node.
+    """
     counts.frames += 1
     compressed = msgtype == COMPRESSED_IMAGE_TYPE
     try:
         msg = deserialize_message(raw, CompressedImage if compressed else Image)
-        rgb = compressed_to_rgb(msg, config.max_image_pixels) if compressed else image_to_rgb(msg, config.max_image_pixels)
+        rgb, encoding = decode(msg, config.max_image_pixels)
     except Exception as e:  # any malformed message, whatever the decoder raises: drop it
         counts.undecodable += 1
         counts.note_error(f"undecodable: {e}")
         return None
     result = pipeline.process(rgb)
-    image, actions = result.image, result.actions
-    if image is None:
-        counts.note_error(result.error or "no image")
-        image, actions = failure_frame(rgb.shape, config), Actions()
+    error = result.error
+    if result.image is not None and np.may_share_memory(result.image, rgb):
+        error = "the pipeline returned the input frame"
+    image = result.image
+    if error is not None:
+        counts.note_error(error)
+        image = failure_frame(rgb.shape, config)
     if image is None:
         counts.failed += 1
         return None
     try:
-        out = encode_like(msg, image, config) if compressed else rgb_to_image(image, msg.encoding, msg.header)
-        encoded = serialize_message(out), detections_message(msg.header, actions)
+        if compressed:
+            fmt = "png" if "png" in msg.format.lower() else "jpeg"
+            out = rgb_to_compressed(image, fmt, config.jpeg_quality, msg.header, encoding)
+        else:
+            out = rgb_to_image(image, encoding, msg.header)
+        detections = None if error else typestore().serialize_cdr(detections_message(msg.header, result.actions), DETECTIONS_TYPE)
+        encoded = serialize_message(out), detections
     except Exception as e:  # an anonymized frame that cannot be encoded is dropped, never replaced by the input
         counts.failed += 1
         counts.note_error(f"cannot encode: {e}")
         return None
-    if result.image is None:
-        counts.black += 1
-    else:
+    if error is None:
         counts.anonymized += 1
         counts.faces += len(result.faces)
+    else:
+        counts.black += 1
     return encoded
-
-
-def encode_like(msg: CompressedImage, rgb: np.ndarray, config: AnonymizerConfig) -> CompressedImage:
-    """A CompressedImage in the input's format (JPEG or PNG) and colour family, with its header."""
-    fmt = "png" if "png" in msg.format.lower() else "jpeg"
-    source = msg.format.split(";")[0].strip()
-    return rgb_to_compressed(rgb, fmt, config.jpeg_quality, msg.header, source if source in ENCODINGS else "bgr8")
 
 
 def detections_message(header, actions: Actions):

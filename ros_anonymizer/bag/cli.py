@@ -51,10 +51,11 @@ def _anonymize(args: argparse.Namespace) -> int:
     report = anonymize_bag(args.input, args.output, config, storage=args.storage, topics=args.topics,
                            overwrite=args.overwrite, progress=not args.no_progress)
     print(report.summary())
-    if report.dropped:
-        print(f"{report.dropped} frames could not be anonymized and were dropped (never copied raw).", file=sys.stderr)
-        return 1
-    return 0
+    failed = report.dropped + report.black
+    if failed:
+        print(f"{failed} frames could not be anonymized: {report.dropped} dropped, {report.black} replaced by black "
+              "frames (none copied raw).", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _play(args: argparse.Namespace) -> int:

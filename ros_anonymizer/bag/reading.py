@@ -42,4 +42,6 @@ def read_messages(messages: Iterable, src: Path) -> Iterator:
 
 
 def _clause(e: Exception) -> str:
-    return str(e).strip().rstrip(".") or type(e).__name__
+    """The first line of an error's text, to fit in one sentence (YAML errors span several)."""
+    text = str(e).strip()
+    return text.splitlines()[0].rstrip(".:") if text else type(e).__name__
