@@ -267,6 +267,7 @@ def export_action_detector(model: ActionDetectorNet, path: str | Path, input_siz
     dummy = torch.zeros(1, 3, height, width)
     with warnings.catch_warnings():  # the tracer warns that shapes become constants: intended, the input size is fixed
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # dynamo=False is deliberate: no onnxscript on robots or here
         torch.onnx.export(wrapper, (dummy,), str(path), input_names=["image"], output_names=["boxes", "scores", "labels"],
                           opset_version=opset, dynamo=False)
     proto = onnx.load(str(path))

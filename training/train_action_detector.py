@@ -1,0 +1,160 @@
+"""Train the action detector A alone, score it on held-out frames and export it (the shipped edge model).
+
+    python -m training.train_action_detector --out ros_anonymizer/models/action_detector_edge.onnx
+
+Held-out frames are the last 20% of each clip's annotated frames; the score
+is frame-mAP@0.5 of the exported ONNX model run through the runtime's
+`ActionDetector` on the original frames, so it measures what the robot runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ros_anonymizer.actions import ActionDetector
+from ros_anonymizer.backends import load_backend
+from ros_anonymizer.faces import box_iou
+
+from .data.actions import ActionFrames, collate, frame_refs, holdout_split, normalize_images, used_classes
+from .data.clips import read_frame
+from .data.jhmdb import load_jhmdb
+from .data.ucf24 import load_ucf24
+from .models.action_detector import IMAGENET_NORMALIZATION, PRESETS, build_action_detector, detection_loss, export_action_detector
+
+
+def average_precision(scores: np.ndarray, matched: np.ndarray, num_truth: int) -> float:
+    """VOC all-point AP from detection scores and whether each matched a new ground-truth box."""
+    if num_truth == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(matched[order])
+    fp = np.cumsum(~matched[order])
+    recall = np.concatenate([[0], tp / num_truth, [1]])
+    precision = np.concatenate([[1], tp / np.maximum(tp + fp, 1e-9), [0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1])
+    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
+
+
+def frame_ap(detections: list, truths: list, num_classes: int, iou: float = 0.5) -> list[float]:
+    """Per-class frame-AP: `detections` per frame (boxes, scores, labels), `truths` per frame (boxes, labels)."""
+    result = []
+    for c in range(num_classes):
+        scores, matched, count = [], [], 0
+        for (d_boxes, d_scores, d_labels), (t_boxes, t_labels) in zip(detections, truths):
+            d, t = d_labels == c, t_labels == c
+            count += int(t.sum())
+            order = np.argsort(-d_scores[d], kind="stable")
+            boxes, taken = d_boxes[d][order], np.zeros(int(t.sum()), bool)
+            overlap = box_iou(boxes, t_boxes[t]) if len(boxes) and t.any() else np.zeros((len(boxes), 0))
+            for i in range(len(boxes)):
+                best = int(np.argmax(overlap[i])) if overlap.shape[1] else -1
+                hit = best >= 0 and overlap[i, best] >= iou and not taken[best]
+                if hit:
+                    taken[best] = True
+                matched.append(hit)
+            scores += list(d_scores[d][order])
+        result.append(average_precision(np.array(scores, np.float32), np.array(matched, bool), count))
+    return result
+
+
+def evaluate_onnx(path: Path, refs, classes: tuple[str, ...]) -> list[float]:
+    """Frame-AP per class of an exported model on original frames, through the runtime's decode."""
+    detector = ActionDetector(load_backend(path, "onnxruntime", use_gpu=False), score_threshold=0.01)
+    detections, truths = [], []
+    for ref in refs:
+        detector.reset()
+        actions = detector(read_frame(ref.clip.video, ref.frame))
+        detections.append((actions.boxes, actions.scores, actions.labels))
+        names = [ref.clip.class_names[label] for label in ref.clip.labels[ref.frame]]
+        keep = np.array([n in classes for n in names], bool)
+        truths.append((ref.clip.boxes[ref.frame][keep], np.array([classes.index(n) for n in np.array(names)[keep]], np.int64)))
+    return frame_ap(detections, truths, len(classes))
+
+
+def train(model, dataset, steps: int, batch_size: int, lr: float, max_minutes: float, seed: int) -> list[dict]:
+    """Adam with a cosine schedule over whichever runs out first, the steps or the time budget."""
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=len(dataset) > batch_size,
+                                         collate_fn=collate, generator=generator)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    start, history, step = time.time(), [], 0
+    model.train()
+    with tqdm(total=steps, desc="train A") as bar:
+        while step < steps:
+            for images, targets in loader:
+                progress = max(step / steps, (time.time() - start) / (max_minutes * 60))
+                if progress >= 1:
+                    return history
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * progress))
+                losses = detection_loss(model(normalize_images(images)), targets)
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                optimizer.step()
+                history.append({"step": step, "time": round(time.time() - start, 1), **{k: round(float(v), 4) for k, v in losses.items()}})
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+                bar.update()
+                step += 1
+                if step >= steps:
+                    break
+    return history
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train_action_detector", description=__doc__.splitlines()[0])
+    parser.add_argument("--jhmdb", default="../shared/data/jhmdb", help="JHMDB root ('' to leave out)")
+    parser.add_argument("--ucf24", default="../shared/data/ucf101_24", help="UCF101-24 root ('' to leave out)")
+    parser.add_argument("--preset", default="edge", choices=sorted(PRESETS))
+    parser.add_argument("--out", default="runs/action_detector/action_detector_edge.onnx", help="ONNX file to write")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--max-minutes", type=float, default=25.0, help="stop training after this long, whatever --steps says")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--holdout", type=float, default=0.2, help="fraction of each clip's annotated frames held out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clips = (load_jhmdb(args.jhmdb) if args.jhmdb else []) + (load_ucf24(args.ucf24) if args.ucf24 else [])
+    if not clips:
+        parser.error("give at least one of --jhmdb and --ucf24.")
+    train_refs, held_refs = holdout_split(frame_refs(clips), args.holdout)
+    classes = used_classes(train_refs)
+    input_size = PRESETS[args.preset]["input_size"]
+    dataset = ActionFrames(train_refs, input_size, classes, augment=True)
+    model = build_action_detector({"preset": args.preset, "num_classes": len(classes)})
+    history = train(model, dataset, args.steps, args.batch_size, args.lr, args.max_minutes, args.seed)
+
+    out = Path(args.out)
+    trained_on = (f"{len(clips)} clips ({', '.join(c.name for c in clips)}), {len(train_refs)} frames; "
+                  f"{len(history)} steps of batch {args.batch_size}, seed {args.seed}. A pipeline demonstrator, not a general action detector.")
+    check = [normalize_images(dataset[i]["image"][None]).numpy() for i in range(min(2, len(dataset)))]
+    worst = export_action_detector(model, out, input_size, classes, IMAGENET_NORMALIZATION, trained_on,
+                                   preset=args.preset, check_inputs=check)
+    held_ap = evaluate_onnx(out, held_refs, classes)
+    train_ap = evaluate_onnx(out, train_refs, classes)
+    report = {"classes": classes, "clips": [c.name for c in clips], "train_frames": len(train_refs),
+              "held_out_frames": len(held_refs), "steps": len(history), "minutes": history[-1]["time"] / 60 if history else 0,
+              "final_loss": history[-1] if history else None, "first_loss": history[0] if history else None,
+              "held_out_frame_ap": dict(zip(classes, held_ap)), "held_out_frame_map": float(np.nanmean(held_ap)),
+              "train_frame_map": float(np.nanmean(train_ap)), "onnx_vs_torch": worst, "bytes": out.stat().st_size}
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    out.with_suffix(".history.jsonl").write_text("\n".join(json.dumps(h) for h in history) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
