@@ -166,6 +166,15 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS
     return compressed_imgmsg_to_cv2(msg, "rgb8", max_pixels)
 
 
+def decode(msg: Image | CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Either message type -> (a new RGB array, the encoding family to publish the result in)."""
+    if isinstance(msg, CompressedImage):
+        native = compressed_imgmsg_to_cv2(msg, max_pixels=max_pixels)
+        encoding = {1: "mono8", 3: "bgr8", 4: "bgra8"}[1 if native.ndim == 2 else native.shape[2]]
+        return convert(native, encoding, "rgb8"), encoding
+    return image_to_rgb(msg, max_pixels), msg.encoding
+
+
 def rgb_to_image(rgb: np.ndarray, encoding: str, header=None) -> Image:
     """An RGB array -> an Image in `encoding` (the input's family: colour order, alpha, grey)."""
     return cv2_to_imgmsg(convert(rgb, "rgb8", encoding), encoding, header)
