@@ -104,9 +104,10 @@ def test_launch_description_starts_one_node_per_camera(ros_environment):
         TimerAction(period=60.0, actions=[Shutdown(reason="the nodes did not appear in 60 s")]),
     ]))
     peer, seen, expected = RosPeer("launch_watcher"), set(), {"/front/anonymizer", "/rear/anonymizer"}
+    done = threading.Event()
 
     def watch():
-        while not expected <= seen:
+        while not expected <= seen and not done.is_set():
             seen.update(peer.node.get_fully_qualified_node_names())
             time.sleep(0.2)
         service.shutdown()
@@ -116,5 +117,7 @@ def test_launch_description_starts_one_node_per_camera(ros_environment):
     try:
         service.run()
     finally:
+        done.set()
+        watcher.join(timeout=5.0)
         peer.close()
     assert expected <= seen
