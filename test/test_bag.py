@@ -7,7 +7,6 @@ serialization is checked against two independent ones.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys

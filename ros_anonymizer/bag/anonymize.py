@@ -114,13 +114,7 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
         pipelines = {topic: Pipeline(config) for topic in plan.images}
         report = BagReport(dst, images={topic: TopicCounts() for topic in plan.images}, left_out=dict(plan.left_out))
         with staging(dst, overwrite) as path:
-            writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
-            mode = (reader.compression_mode or "").upper()
-            if mode in CompressionMode.__members__:
-                writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
-            for key, value in (reader.storage.metadata.custom or {}).items():
-                writer.set_custom_data(str(key), str(value))
-            writer.set_custom_data("ros_anonymizer", f"{__version__} filter={config.filter}")
+            writer = _writer_like(reader, path, plugin, config)
             writer.open()
             try:
                 outputs, detections = _add_connections(writer, plan, store)
@@ -144,6 +138,18 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
                 writer.abort()
                 raise
     return report
+
+
+def _writer_like(reader, path: Path, plugin: StoragePlugin, config: AnonymizerConfig) -> Writer:
+    """A writer with the input's compression and custom data, noting how the bag was anonymized."""
+    writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+    mode = (reader.compression_mode or "").upper()
+    if mode in CompressionMode.__members__:
+        writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
+    for key, value in (reader.storage.metadata.custom or {}).items():
+        writer.set_custom_data(str(key), str(value))
+    writer.set_custom_data("ros_anonymizer", f"{__version__} filter={config.filter}")
+    return writer
 
 
 def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: AnonymizerConfig,
