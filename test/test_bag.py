@@ -308,7 +308,8 @@ def test_a_failing_model_drops_frames_or_blackens_them(tmp_path, face_frames, on
             assert not decode_rgb("sensor_msgs/msg/Image", raw).any(), "a frame that failed is published black"
 
 
-def test_an_interrupted_run_leaves_no_output_and_the_input_untouched(tmp_path, face_frames):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_no_output_and_the_input_untouched(tmp_path, face_frames, signum):
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "sqlite3", face_frames * 3, compressed=False, others=False)  # 120 frames: several seconds of work
     before = tree_hash(src)
@@ -319,7 +320,7 @@ def test_an_interrupted_run_leaves_no_output_and_the_input_untouched(tmp_path, f
         time.sleep(0.02)
     time.sleep(0.3)  # some frames written to the temporary bag
     assert process.poll() is None, "the run must still be going when interrupted: " + process.stderr.read()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..file_cli import add_config_arguments, config_from_args
@@ -47,9 +48,9 @@ def _anonymize(args: argparse.Namespace) -> int:
     from .anonymize import anonymize_bag
 
     config = config_from_args(args)
-    signal.signal(signal.SIGTERM, _interrupt)  # a terminated run cleans up like Ctrl-C
-    report = anonymize_bag(args.input, args.output, config, storage=args.storage, topics=args.topics,
-                           overwrite=args.overwrite, progress=not args.no_progress)
+    with _sigterm_interrupts():
+        report = anonymize_bag(args.input, args.output, config, storage=args.storage, topics=args.topics,
+                               overwrite=args.overwrite, progress=not args.no_progress)
     print(report.summary())
     failed = report.dropped + report.black
     if failed:
@@ -61,12 +62,21 @@ def _anonymize(args: argparse.Namespace) -> int:
 def _play(args: argparse.Namespace) -> int:
     from .play import parse_remaps, play_bag
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    stats = play_bag(args.input, rate=args.rate, topics=args.topics, loop=args.loop,
-                     wait_for_subscribers=args.wait_for_subscribers, remaps=parse_remaps(args.remap))
+    with _sigterm_interrupts():
+        stats = play_bag(args.input, rate=args.rate, topics=args.topics, loop=args.loop,
+                         wait_for_subscribers=args.wait_for_subscribers, remaps=parse_remaps(args.remap))
     print(f"published {sum(stats.values())} messages on {len(stats)} topics")
     return 0
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+@contextmanager
+def _sigterm_interrupts():
+    """SIGTERM stops the command like Ctrl-C, so it cleans up (no partial bag, publishers shut down)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
