@@ -18,7 +18,7 @@ from ros_anonymizer.faces import box_iou
 
 torch = pytest.importorskip("torch")
 
-from training.data.actions import ActionFrames, FrameRef, collate, normalize_images  # noqa: E402
+from training.data.actions import ActionFrames, FaceBoxCache, FrameRef, collate, normalize_images, paste_anonymized  # noqa: E402
 from training.data.clips import read_frame  # noqa: E402
 from training.data.jhmdb import load_jhmdb  # noqa: E402
 from training.data.ucf24 import CLASSES as UCF_CLASSES, load_ucf24, read_annotations  # noqa: E402
@@ -111,6 +111,42 @@ def test_dataset_matches_the_runtime_preprocessing(jhmdb_clip, jhmdb_frames):
     np.testing.assert_allclose(normalize_images(item["image"][None]).numpy(), runtime_input, atol=1e-6)
     assert item["scale"] == scale == 0.5
     np.testing.assert_allclose(item["boxes"].numpy(), jhmdb_clip.boxes[5] * 0.5)
+
+
+def test_face_boxes_are_computed_once_and_cached(tmp_path, jhmdb_clip, jhmdb_frames):
+    frames = tmp_path / "clip"  # a frame folder, the other layout the loaders accept
+    frames.mkdir()
+    picked = (32, 36, 39)
+    for n, t in enumerate(picked, 1):
+        cv2.imwrite(str(frames / f"{n:05d}.png"), cv2.cvtColor(jhmdb_frames[t], cv2.COLOR_RGB2BGR))
+    cache = FaceBoxCache(tmp_path / "cache")
+    found = cache.boxes(frames)
+    assert len(found) == 3 and sum(len(f) for f in found) >= 1
+    for faces, t in zip(found, picked):
+        (x1, y1, x2, y2), = jhmdb_clip.boxes[t]
+        centers = (faces[:, :2] + faces[:, 2:]) / 2
+        assert ((centers[:, 0] > x1) & (centers[:, 0] < x2) & (centers[:, 1] > y1) & (centers[:, 1] < y2)).all()
+    assert cache.path_for(frames).is_file()
+    again = FaceBoxCache(tmp_path / "cache")
+    again._detector = "must not run"  # a second cache object reads the file instead of detecting again
+    assert all(np.array_equal(a, b) for a, b in zip(again.boxes(frames), found))
+
+
+def test_pasting_anonymized_faces_changes_only_faces_and_passes_gradients():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 96, 128) * 255
+    faces = [torch.tensor([[40.0, 20.0, 60.0, 44.0]]), torch.zeros(0, 4)]
+    identity = paste_anonymized(images, faces, lambda crops: crops, 32, 1.3)
+    assert (identity - images).abs().mean() < 0.5
+    darken = torch.nn.Conv2d(3, 3, 1)
+    torch.nn.init.zeros_(darken.weight), torch.nn.init.constant_(darken.bias, -1.0)
+    out = paste_anonymized(images, faces, darken, 32, 1.3)
+    assert out[0, :, 32, 50].abs().max() < 1  # the face centre is M's (black) output
+    outside = torch.ones(96, 128, dtype=torch.bool)
+    outside[16:48, 34:66] = False  # the square square_regions grows around the face (1.3 x its 24 px height)
+    assert torch.equal(out[0][:, outside], images[0][:, outside]) and torch.equal(out[1], images[1])
+    out.sum().backward()
+    assert darken.bias.grad.abs().sum() > 0
 
 
 # Training and export -----------------------------------------------------------

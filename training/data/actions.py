@@ -18,9 +18,12 @@ import torch
 from tqdm import tqdm
 
 from ros_anonymizer.actions import letterbox
+from ros_anonymizer.filters import square_regions
 
-from ..models.action_detector import IMAGENET_NORMALIZATION
+from ..models.action_detector import IMAGENET_NORMALIZATION, PRESETS, build_action_detector, detection_loss
 from .clips import ActionClip, read_frame, read_frames
+from .jhmdb import load_jhmdb
+from .ucf24 import load_ucf24
 
 
 @dataclass(frozen=True)
@@ -163,3 +166,105 @@ def normalize_images(images: torch.Tensor, normalization: Mapping = IMAGENET_NOR
     mean = torch.tensor(normalization["mean"], dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(normalization["std"], dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean) / std
+
+
+def _square_grids(squares: torch.Tensor, size: int, height: int, width: int) -> torch.Tensor:
+    """grid_sample grids [N, size, size, 2] that cut each (x, y, side) square out of a height x width image."""
+    steps = (torch.arange(size, dtype=torch.float32, device=squares.device) + 0.5) / size
+    xs = squares[:, 0:1] + steps[None] * squares[:, 2:3]  # pixel-edge coordinates
+    ys = squares[:, 1:2] + steps[None] * squares[:, 2:3]
+    gx = (2 * xs / width - 1)[:, None, :].expand(-1, size, -1)
+    gy = (2 * ys / height - 1)[:, :, None].expand(-1, -1, size)
+    return torch.stack([gx, gy], -1)
+
+
+def _paste_grids(squares: torch.Tensor, height: int, width: int, feather: float = 0.15) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every image pixel, where it falls in each square's crop ([N, H, W, 2], in [-1, 1] inside) and the
+    runtime's soft elliptical mask there ([N, 1, H, W])."""
+    xs = (torch.arange(width, dtype=torch.float32, device=squares.device) + 0.5)[None] - squares[:, 0:1]
+    ys = (torch.arange(height, dtype=torch.float32, device=squares.device) + 0.5)[None] - squares[:, 1:2]
+    u = (2 * xs / squares[:, 2:3] - 1)[:, None, :].expand(-1, height, -1)
+    v = (2 * ys / squares[:, 2:3] - 1)[:, :, None].expand(-1, -1, width)
+    mask = ((1 - torch.sqrt(u * u + v * v)) / feather).clamp(0, 1)
+    return torch.stack([u, v], -1), mask[:, None]
+
+
+def paste_anonymized(images: torch.Tensor, faces: Sequence[torch.Tensor], anonymizer, crop_size: int, box_enlarge: float) -> torch.Tensor:
+    """Frames (0-255 float [B, 3, H, W]) with M's output blended over every face, differentiable w.r.t. M.
+
+    Faces are cut and pasted as the runtime does it (`square_regions`, then
+    the soft elliptical mask), with bilinear sampling so gradients reach M.
+    """
+    height, width = images.shape[-2:]
+    owners = [i for i, f in enumerate(faces) for _ in range(len(f))]
+    if not owners:
+        return images
+    boxes = torch.cat([torch.as_tensor(f, dtype=torch.float32).reshape(-1, 4).cpu() for f in faces]).numpy()
+    squares = torch.from_numpy(square_regions(boxes, box_enlarge).astype(np.float32)).to(images.device)
+    owner = torch.tensor(owners, device=images.device)
+    crops = torch.nn.functional.grid_sample(images[owner], _square_grids(squares, crop_size, height, width),
+                                            mode="bilinear", padding_mode="border", align_corners=False)
+    modified = (anonymizer(crops / 127.5 - 1).float().clamp(-1, 1) + 1) * 127.5
+    grids, masks = _paste_grids(squares, height, width)
+    placed = torch.nn.functional.grid_sample(modified, grids, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = images
+    for face in range(len(owners)):  # in order, so overlapping faces blend as the runtime's loop does
+        index = owners[face]
+        blended = out[index] + (placed[face] - out[index]) * masks[face]
+        out = torch.cat([out[:index], blended[None], out[index + 1:]])
+    return out
+
+
+class ActionTraining:
+    """A, its optimiser and its frames, in the shape the trainer's `pretrain-a` and `joint` stages use.
+
+    Reads optional trainer config fields `jhmdb_root`, `ucf24_root`, `lr_a` and
+    `action_holdout` (defaults: the shared clips, 2e-3, 0.2).
+    """
+
+    def __init__(self, dataset: ActionFrames, seed: int = 0, normalization: Mapping = IMAGENET_NORMALIZATION):
+        self.dataset = dataset
+        self.seed = seed
+        self.normalization = normalization
+        self._orders: dict[int, torch.Tensor] = {}
+
+    @classmethod
+    def build(cls, cfg, device) -> tuple[torch.nn.Module, torch.optim.Optimizer, "ActionTraining"]:
+        jhmdb, ucf24 = getattr(cfg, "jhmdb_root", "../shared/data/jhmdb"), getattr(cfg, "ucf24_root", "../shared/data/ucf101_24")
+        clips = (load_jhmdb(jhmdb) if jhmdb else []) + (load_ucf24(ucf24) if ucf24 else [])
+        train_refs, _ = holdout_split(frame_refs(clips), getattr(cfg, "action_holdout", 0.2))
+        preset = cfg.preset if cfg.preset in PRESETS else "edge"
+        dataset = ActionFrames(train_refs, PRESETS[preset]["input_size"], face_cache=FaceBoxCache(Path(cfg.cache_dir) / "faces"),
+                               augment=cfg.augment)
+        model = build_action_detector({"preset": preset, "num_classes": len(dataset.classes)}).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=getattr(cfg, "lr_a", 2e-3), weight_decay=1e-4)
+        return model, optimizer, cls(dataset, cfg.seed)
+
+    def _items(self, step: int, batch_size: int) -> list[dict]:
+        """A fixed, shuffled-per-epoch order, so a resumed run sees the same batches."""
+        n, start = len(self.dataset), step * batch_size
+        picked = []
+        for position in range(start, start + batch_size):
+            epoch = position // n
+            if epoch not in self._orders:
+                self._orders = {epoch: torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch))}
+            picked.append(self.dataset[int(self._orders[epoch][position % n])])
+        return picked
+
+    def _targets(self, targets: list[dict], device) -> list[dict]:
+        return [{**t, "boxes": t["boxes"].to(device), "labels": t["labels"].to(device), "faces": t["faces"].to(device)} for t in targets]
+
+    def batch(self, step: int, batch_size: int, device) -> tuple[torch.Tensor, list[dict]]:
+        """Normalised network input [B, 3, H, W] and targets (boxes in network-input pixels)."""
+        images, targets = collate(self._items(step, batch_size))
+        return normalize_images(images.to(device), self.normalization), self._targets(targets, device)
+
+    def anonymized_batch(self, step: int, batch_size: int, device, anonymizer, cfg) -> tuple[torch.Tensor, list[dict]]:
+        """Like `batch`, with M's output pasted over every cached CenterFace face (gradients flow into M)."""
+        images, targets = collate(self._items(step, batch_size))
+        pasted = paste_anonymized(images.to(device).float(), [t["faces"] for t in targets], anonymizer, cfg.crop_size, cfg.box_enlarge)
+        return normalize_images(pasted, self.normalization), self._targets(targets, device)
+
+    @staticmethod
+    def loss(outputs: Mapping[str, torch.Tensor], targets: Sequence[Mapping]) -> torch.Tensor:
+        return detection_loss(outputs, targets)["loss"]

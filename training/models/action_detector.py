@@ -23,7 +23,7 @@ IMAGENET_NORMALIZATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0
 
 PRESETS = {
     # Small enough to train on a CPU and run in real time on a Jetson.
-    "edge": {"backbone": "edge", "widths": [24, 48, 96, 160], "depths": [1, 1, 2, 1], "neck": 48, "input_size": [256, 320]},
+    "edge": {"backbone": "edge", "widths": [24, 48, 96, 160], "depths": [1, 1, 2, 1], "neck": 48, "input_size": [192, 256]},
     # ResNet-18-scale, for GPU training on the full datasets.
     "paper": {"backbone": "resnet18", "widths": [64, 128, 256, 512], "depths": [2, 2, 2, 2], "neck": 128, "input_size": [384, 512]},
 }
