@@ -286,13 +286,20 @@ def plan_topics(connections: list[Connection], topics: list[str] | None) -> Topi
     return TopicPlan(selected, images, left_out)
 
 
+_IMAGE_FIELD_TYPES = {"sensor_msgs/Image", "sensor_msgs/msg/Image", "sensor_msgs::msg::Image",
+                      "sensor_msgs/CompressedImage", "sensor_msgs/msg/CompressedImage", "sensor_msgs::msg::CompressedImage"}
+
+
 def _embeds_image(conn: Connection) -> bool:
-    """A message type with an Image or CompressedImage inside (e.g. stereo_msgs/DisparityImage)."""
+    """A message type with an Image or CompressedImage field, at any depth (e.g. stereo_msgs/DisparityImage)."""
     text = conn.msgdef.data if conn.msgdef.format != MessageDefinitionFormat.NONE else ""
     if not text and conn.msgtype in typestore().types:
         text, _ = typestore().generate_msgdef(conn.msgtype, ros_version=2)
-    return any(name in text for name in ("sensor_msgs/Image", "sensor_msgs/CompressedImage",
-                                         "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"))
+    for line in text.splitlines():
+        words = line.split("#")[0].split()
+        if words and words[0].split("[")[0] in _IMAGE_FIELD_TYPES:
+            return True
+    return False
 
 
 def _typestore_with(connections: list[Connection]):
