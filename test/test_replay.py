@@ -5,6 +5,7 @@ anonymizer_node. Isolated DDS: see ros_env.
 """
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import Reader, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from ros_env import NodeProcess, RosPeer, ros_environment, wait_until  # noqa: F401 (fixture)
 from test_bag import STORE, T, face_frames, raw_image  # noqa: F401 (fixture)
 
@@ -85,6 +87,36 @@ def test_play_publishes_the_recorded_bytes_on_the_recorded_timing(ros_environmen
                 f"{topic}: the recorded CDR bytes, in order"
     times = sorted(t for got in arrivals.values() for t, _ in got)
     assert times[-1] - times[0] >= 0.8 * 1.0 / 2, "a 1 s recording at --rate 2 takes about 0.5 s"
+
+
+def test_loop_plays_until_interrupted_and_skips_types_rclpy_lacks(ros_environment, tmp_path):
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg("int32 value", "my_robot_msgs/msg/Odd"))
+    bag = tmp_path / "bag"
+    with Writer(bag, version=9) as writer:
+        text = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
+        odd = writer.add_connection("/odd", "my_robot_msgs/msg/Odd", typestore=store)
+        for i in range(5):
+            writer.write(text, START_NS + i * 50_000_000, bytes(store.serialize_cdr(T["std_msgs/msg/String"](data=f"{i}"), "std_msgs/msg/String")))
+            writer.write(odd, START_NS + i * 50_000_000 + 1, bytes(store.serialize_cdr(store.types["my_robot_msgs/msg/Odd"](value=i),
+                                                                                    "my_robot_msgs/msg/Odd")))
+    peer = RosPeer("loop_recorder")
+    try:
+        received = peer.record(String, "/chatter", depth=100)
+        process = subprocess.Popen([sys.executable, "-m", "ros_anonymizer.cli", "bag", "play", str(bag), "--loop", "--rate", "4",
+                                    "--wait-for-subscribers", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: len(peer.snapshot(received)) >= 12 or process.poll() is not None, TIMEOUT, "three loops")
+        assert process.poll() is None, process.stderr.read()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        peer.close()
+    assert process.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert "skipping /odd: its type my_robot_msgs/msg/Odd is not installed" in err
+    assert [m.data for m in peer.snapshot(received)[:12]] == [str(i % 5) for i in range(12)], "the bag again and again, in order"
 
 
 def test_a_bag_replayed_into_the_node_comes_out_anonymized(ros_environment, tmp_path, face_frames):
