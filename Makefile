@@ -25,5 +25,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_pipeline.py
 
+# Privacy, naturalness, utility, leaks and speed per filter on ../shared/data; report in $(OUT)/evaluation.
+evaluate: $(STAMP)
+	$(BIN)/ros-anonymizer evaluate --config config/anonymizer.yaml --out $(OUT)/evaluation
+
 clean:
 	rm -rf $(VENV) build install log $(OUT)
