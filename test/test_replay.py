@@ -70,9 +70,9 @@ def test_play_publishes_the_recorded_bytes_on_the_recorded_timing(ros_environmen
         return keep
 
     try:
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         for msg_type, topic in ((Image, "/camera/image"), (String, "/chatter")):
-            peer.node.create_subscription(msg_type, topic, keeper(topic), QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE),
-                                          raw=True)
+            peer.node.create_subscription(msg_type, topic, keeper(topic), qos, raw=True)
         done = play(bag, "--rate", "2")
         assert done.returncode == 0, done.stderr
         assert "published 31 messages on 2 topics" in done.stdout
@@ -100,9 +100,10 @@ def test_loop_plays_until_interrupted_and_skips_types_rclpy_lacks(ros_environmen
         text = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
         odd = writer.add_connection("/odd", "my_robot_msgs/msg/Odd", typestore=store)
         for i in range(5):
-            writer.write(text, START_NS + i * 50_000_000, bytes(store.serialize_cdr(T["std_msgs/msg/String"](data=f"{i}"), "std_msgs/msg/String")))
-            writer.write(odd, START_NS + i * 50_000_000 + 1, bytes(store.serialize_cdr(store.types["my_robot_msgs/msg/Odd"](value=i),
-                                                                                    "my_robot_msgs/msg/Odd")))
+            ns = START_NS + i * 50_000_000
+            writer.write(text, ns, bytes(store.serialize_cdr(T["std_msgs/msg/String"](data=f"{i}"), "std_msgs/msg/String")))
+            odd_msg = store.types["my_robot_msgs/msg/Odd"](value=i)
+            writer.write(odd, ns + 1, bytes(store.serialize_cdr(odd_msg, "my_robot_msgs/msg/Odd")))
     peer = RosPeer("loop_recorder")
     try:
         received = peer.record(String, "/chatter", depth=100)

@@ -109,10 +109,11 @@ def _qos(conn: Connection):
     recorded = conn.ext.offered_qos_profiles[0] if conn.ext.offered_qos_profiles else None
     if recorded is None:
         return QoSProfile(depth=10)
-    return QoSProfile(
-        depth=max(recorded.depth, 10),
-        reliability=ReliabilityPolicy.BEST_EFFORT if recorded.reliability == QosReliability.BEST_EFFORT else ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL if recorded.durability == QosDurability.TRANSIENT_LOCAL else DurabilityPolicy.VOLATILE)
+    best_effort = recorded.reliability == QosReliability.BEST_EFFORT
+    latched = recorded.durability == QosDurability.TRANSIENT_LOCAL
+    return QoSProfile(depth=max(recorded.depth, 10),
+                      reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
 
 def _wait_for_subscribers(publishers: dict, timeout: float) -> None:
