@@ -149,6 +149,33 @@ def test_pasting_anonymized_faces_changes_only_faces_and_passes_gradients():
     assert darken.bias.grad.abs().sum() > 0
 
 
+def test_trainer_gets_batches_whose_detection_loss_reaches_m(tmp_path, jhmdb_frames):
+    from types import SimpleNamespace
+
+    from training.data.actions import ActionTraining
+
+    # Eight frames of the shared clip in the official layout: frame folder + puppet_mask/<class>/<clip>/puppet_mask.mat.
+    mask = scipy.io.loadmat(require_data("jhmdb", "puppet_mask", "catch", f"{JHMDB_CLIP}.mat"))["part_mask"][:, :, 30:38]
+    (tmp_path / "puppet_mask" / "catch" / JHMDB_CLIP).mkdir(parents=True)
+    scipy.io.savemat(tmp_path / "puppet_mask" / "catch" / JHMDB_CLIP / "puppet_mask.mat", {"part_mask": mask})
+    (tmp_path / "Rename_Images" / "catch" / JHMDB_CLIP).mkdir(parents=True)
+    for n, frame in enumerate(jhmdb_frames[30:38], 1):
+        cv2.imwrite(str(tmp_path / "Rename_Images" / "catch" / JHMDB_CLIP / f"{n:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    cfg = SimpleNamespace(preset="tiny", jhmdb_root=str(tmp_path), ucf24_root="", cache_dir=str(tmp_path / "cache"),
+                          augment=False, seed=0, crop_size=32, box_enlarge=1.3)
+    model, optimizer, data = ActionTraining.build(cfg, "cpu")
+    images, targets = data.batch(7, 4, "cpu")
+    again, _ = data.batch(7, 4, "cpu")
+    assert images.shape == (4, 3, 192, 256) and torch.equal(images, again)
+    assert data.dataset.classes == ("catch",) and all(len(t["boxes"]) == 1 for t in targets)
+    with_faces = next(step for step in range(8) if any(len(t["faces"]) for t in data.batch(step, 4, "cpu")[1]))
+    m = torch.nn.Conv2d(3, 3, 1)
+    anonymized, targets = data.anonymized_batch(with_faces, 4, "cpu", m, cfg)
+    assert not torch.equal(anonymized, data.batch(with_faces, 4, "cpu")[0])
+    data.loss(model(anonymized), targets).backward()
+    assert m.weight.grad.abs().sum() > 0 and optimizer.param_groups[0]["params"][0].grad is not None
+
+
 # Training and export -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
