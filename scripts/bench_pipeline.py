@@ -1,0 +1,170 @@
+"""Pipeline speed and face coverage at 640x480 on this CPU, against deface, in one run.
+
+Frames: the MOT17 street frames (real scenes, 30 consecutive frames of two
+sequences) scaled to 640x480, with LFW faces of 20-120 pixels pasted in and
+moving a few pixels per frame, so every frame has known face positions.
+A face counts as covered when the anonymized regions cover at least 90% of
+its box (CenterFace's box on the full-size LFW image, moved with the paste); deface's regions are its enlarged boxes (mask_scale 1.3, as ours).
+
+    .venv/bin/python scripts/bench_pipeline.py [--data ../shared/data] [--out out/bench]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engines.cpu_int8 import quantize_face_detector
+from ros_anonymizer.config import AnonymizerConfig
+from ros_anonymizer.faces import load_face_detector
+from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model, enlarge_boxes
+from ros_anonymizer.pipeline import Pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_sequence(data: Path, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    people = sorted(p for p in (data / "lfw" / "images").iterdir() if p.is_dir())
+    backgrounds = sorted((data / "mot17_mini").glob("*/img1/*.jpg"))
+    faces = [cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))[40:210, 40:210, ::-1] for i in rng.choice(len(people), 8, replace=False)]
+    detector = load_face_detector(AnonymizerConfig())
+    face_boxes = [detector(np.ascontiguousarray(face)).boxes[0] / 170.0 for face in faces]  # the face inside each crop
+    tracks = [(rng.integers(20, 120), rng.uniform(0, 520), rng.uniform(0, 360), rng.uniform(-4, 4), rng.uniform(-2, 2)) for _ in faces]
+    sequence = []
+    for t, path in enumerate(backgrounds):
+        frame = cv2.resize(cv2.imread(str(path)), (640, 480), interpolation=cv2.INTER_AREA)[:, :, ::-1].copy()
+        rects, pasted = [], []
+        for face, box, (size, x, y, dx, dy) in zip(faces, face_boxes, tracks):
+            x0 = int(np.clip(x + dx * t, 0, 640 - size))
+            y0 = int(np.clip(y + dy * t, 0, 480 - size))
+            if any(x0 < r[2] and r[0] < x0 + size and y0 < r[3] and r[1] < y0 + size for r in pasted):
+                continue
+            pasted.append([x0, y0, x0 + size, y0 + size])
+            frame[y0:y0 + size, x0:x0 + size] = cv2.resize(face, (int(size), int(size)), interpolation=cv2.INTER_AREA)
+            rects.append(np.round(box * size).astype(int) + [x0, y0, x0, y0])
+        sequence.append((frame, np.array(rects)))
+    return sequence
+
+
+def coverage(rects: np.ndarray, regions: np.ndarray, shape) -> int:
+    covered = np.zeros(shape[:2], bool)
+    for x1, y1, x2, y2 in regions:
+        covered[y1:y2, x1:x2] = True
+    return sum(covered[y1:y2, x1:x2].mean() >= 0.9 for x1, y1, x2, y2 in rects)
+
+
+def measure(name: str, process, sequence, repeats: int) -> dict:
+    """process(frame) -> changed regions (int xyxy) or None when the frame was dropped."""
+    process(sequence[0][0])
+    latencies, found, total, dropped = [], 0, 0, 0
+    for rep in range(repeats):
+        for frame, rects in sequence:
+            start = time.perf_counter()
+            regions = process(frame)
+            latencies.append(time.perf_counter() - start)
+            if rep == 0:
+                total += len(rects)
+                if regions is None:
+                    dropped += 1
+                    found += len(rects)  # a dropped frame leaks nothing
+                else:
+                    found += coverage(rects, regions, frame.shape)
+    ms = np.array(latencies) * 1000
+    row = {"name": name, "fps": 1000.0 / ms.mean(), "p50_ms": float(np.percentile(ms, 50)),
+           "p95_ms": float(np.percentile(ms, 95)), "face_coverage": found / total, "dropped": dropped}
+    print(f"{name:<44} {row['fps']:7.1f} fps  p50 {row['p50_ms']:6.1f} ms  p95 {row['p95_ms']:6.1f} ms  "
+          f"faces covered {row['face_coverage']:.1%}")
+    return row
+
+
+def deface_process(detection_size):
+    from deface.centerface import CenterFace
+    from deface.deface import anonymize_frame
+
+    centerface = CenterFace(in_shape=detection_size, backend="onnxrt")
+
+    def process(frame):
+        dets, _ = centerface(frame, threshold=THRESHOLD)
+        out = frame.copy()
+        anonymize_frame(dets, out, mask_scale=1.3, replacewith="blur", ellipse=True, draw_scores=False,
+                        replaceimg=None, mosaicsize=20)
+        return enlarge_boxes(dets[:, :4], 1.3, frame.shape)
+
+    return process
+
+
+def ours_process(config: AnonymizerConfig):
+    pipeline = Pipeline(config)
+
+    def process(frame):
+        result = pipeline.process(frame)
+        return result.regions if result.ok else None
+
+    return process
+
+
+THRESHOLD = 0.3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=REPO / "out" / "bench")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    sequence = make_sequence(args.data)
+    int8 = REPO / ".cache" / "centerface_int8.onnx"
+    if not int8.exists():
+        quantize_face_detector(args.data / "ucf101_24" / "videos" / "Basketball" / "v_Basketball_g01_c01.avi", int8)
+    print(f"{len(sequence)} frames of 640x480, {sum(len(r) for _, r in sequence)} faces; {platform.processor() or platform.machine()}, "
+          f"{len(__import__('os').sched_getaffinity(0))} cores; face threshold {THRESHOLD}\n")
+    base = AnonymizerConfig(filter="blur", score_threshold=THRESHOLD, frame_deadline_ms=0.0)
+    rows = [
+        measure("deface, detection 640x480", deface_process(None), sequence, args.repeats),
+        measure("ours fp32, detection 1.0, no persistence", ours_process(base.replace(persist_frames=0)), sequence, args.repeats),
+        measure("ours fp32, detection 1.0", ours_process(base), sequence, args.repeats),
+        measure("ours int8, detection 1.0", ours_process(base.replace(face_model=str(int8))), sequence, args.repeats),
+        measure("deface, detection 320x240", deface_process((320, 240)), sequence, args.repeats),
+        measure("ours fp32, detection 0.5", ours_process(base.replace(detection_scale=0.5)), sequence, args.repeats),
+        measure("ours int8, detection 0.5", ours_process(base.replace(face_model=str(int8), detection_scale=0.5)), sequence, args.repeats),
+    ]
+    filters = ["blur", "mosaic", "mask", "noise"] + (["learned"] if bundled_model(BUNDLED_ANONYMIZER) else [])
+    for name in filters:
+        rows.append(measure(f"ours int8, detection 1.0, {name}", ours_process(base.replace(face_model=str(int8), filter=name)),
+                            sequence, args.repeats))
+    for name in filters:
+        rows.append(measure(f"ours int8, detection 0.5, {name}",
+                            ours_process(base.replace(face_model=str(int8), detection_scale=0.5, filter=name)), sequence, args.repeats))
+    (args.out / "pipeline.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, args.out / "pipeline.png")
+    print(f"\nwrote {args.out / 'pipeline.json'} and {args.out / 'pipeline.png'}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for row in rows:
+        ax.scatter(row["fps"], row["face_coverage"] * 100, color="tab:red" if row["name"].startswith("deface") else "tab:blue")
+        ax.annotate(row["name"].replace("ours ", ""), (row["fps"], row["face_coverage"] * 100), fontsize=7,
+                    xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("frames per second (640x480, CPU)")
+    ax.set_ylabel("faces covered (%)")
+    ax.set_title("Speed and face coverage: ros_anonymizer (blue) vs deface (red)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
