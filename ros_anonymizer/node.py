@@ -175,8 +175,12 @@ class AnonymizerNode(Node):
     def _work(self) -> None:
         while not self._stop.is_set():
             item = self._mailbox.take(timeout=0.1)
-            if item is not None:
+            if item is None:
+                continue
+            try:
                 self._handle(*item)
+            except Exception as e:  # the worker outlives any frame; the raw frame was never published
+                self._count_failure("failed", f"frame failed after anonymization: {type(e).__name__}: {e}")
 
     def _handle(self, msg, received: float) -> None:
         config = self.config
