@@ -85,11 +85,13 @@ def test_tuned_threshold_separates_what_the_fixed_one_does_not():
     assert accuracy == 1.0 and 0.75 < threshold < 0.9
 
 
-def test_verification_is_high_on_identical_images_and_chance_under_a_full_mask(dlib_recognizer, reference):
+def test_verification_is_high_on_identical_images_and_chance_under_a_full_mask(dlib_recognizer, reference, tmp_path):
     root = require_data("lfw")
     pairs = privacy.select_pairs(privacy.read_pairs(root / "pairsDevTrain.txt"), 8)
     assert sum(p.same for p in pairs) == 4
-    study = privacy.LfwStudy(root, pairs, dlib_recognizer, reference)
+    study = privacy.LfwStudy(root, pairs, dlib_recognizer, reference, cache=privacy.OriginalsCache(tmp_path / "c.npz"))
+    again = privacy.LfwStudy(root, pairs, None, None, cache=privacy.OriginalsCache(tmp_path / "c.npz"))  # all from the cache
+    assert np.array_equal(again.gallery, study.gallery) and again.gallery_keys == study.gallery_keys
     clear = study.run(Unchanged(), samples=2).metrics
     assert clear["reidentification"] == 1.0 and clear["located_attack"]["reidentification"] == 1.0
     assert clear["verification_accuracy"] >= 0.85
@@ -208,7 +210,7 @@ def test_command_runs_end_to_end_on_a_small_subset(tmp_path):
     out = tmp_path / "report"
     done = evaluate("--data", str(data), "--mot", "none", "--max-pairs", "4", "--max-frames", "4", "--located-probes", "2",
                     "--sweep-pairs", "2", "--samples", "2", "--methods", "none,blur,mask,deface", "--action-model", str(model),
-                    "--out", str(out), "--no-progress")
+                    "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress")
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "report.json").read_text())
     rows = {row["label"]: row for row in report["methods"]}
@@ -222,6 +224,7 @@ def test_command_runs_end_to_end_on_a_small_subset(tmp_path):
     for name in ("report.md", "privacy_utility.png", "samples.png"):
         assert (out / name).stat().st_size > 0
     assert "| mask |" in (out / "report.md").read_text()
+    assert (tmp_path / "cache" / "lfw_originals_up0.npz").is_file()
 
 
 def test_bad_dataset_path_or_method_stops_with_one_sentence(tmp_path):

@@ -30,16 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lfw", type=Path, help="identity dataset in LFW layout (images/<Name>/<Name>_NNNN.jpg); 'none' skips privacy")
     parser.add_argument("--pairs", type=Path, help="LFW pairs file (default: pairsDevTrain.txt or pairs.txt in --lfw)")
     parser.add_argument("--max-pairs", type=int, help="use this many pairs, half matched and half mismatched (default: all)")
-    parser.add_argument("--located-probes", type=int, default=500,
-                        help="anonymized faces also attacked at their known location (the slowest attack; default 500)")
+    parser.add_argument("--located-probes", type=int, default=300,
+                        help="anonymized faces also attacked at their known location (the slowest attack; default 300)")
     parser.add_argument("--jhmdb", type=Path, help="JHMDB folder (<class>/<clip>.avi, puppet_mask/); 'none' skips it")
     parser.add_argument("--ucf24", type=Path, help="UCF101-24 folder (pyannot.pkl, videos/<Class>/*.avi); 'none' skips it")
     parser.add_argument("--mot", type=Path, help="MOTChallenge folder (<seq>/img1, gt/gt.txt); 'none' skips it")
     parser.add_argument("--video", type=Path, action="append", default=[], help="a clip without ground truth (repeatable)")
     parser.add_argument("--max-frames", type=int, help="read at most this many frames per clip")
     parser.add_argument("--action-model", help="action detector A (.onnx/.engine; default: the bundled one when it exists)")
-    parser.add_argument("--sweep-pairs", type=int, default=300,
+    parser.add_argument("--sweep-pairs", type=int, default=200,
                         help="pairs used for the extra blur/mosaic/noise settings of the chart (0: no sweep)")
+    parser.add_argument("--cache", type=Path, default=Path("~/.cache/ros_anonymizer/evaluation"),
+                        help="where dlib's findings on original images are kept between runs ('none': recompute)")
     parser.add_argument("--samples", type=int, default=6, help="faces per method in the sample grid")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _privacy(args, root, pairs_file, methods, sweeps, detector, progress, rows, samples, report) -> None:
-    from .privacy import LfwStudy, read_pairs, select_pairs
+    from .privacy import LfwStudy, OriginalsCache, read_pairs, select_pairs
     from .recognizer import FaceRecognizer, RecognizerError
 
     try:
@@ -121,16 +123,18 @@ def _privacy(args, root, pairs_file, methods, sweeps, detector, progress, rows, 
     except RecognizerError as e:
         raise UserError(str(e)) from None
     pairs = select_pairs(read_pairs(pairs_file), args.max_pairs)
-    study = LfwStudy(root, pairs, recognizer, detector, progress)
+    cache = OriginalsCache(None if str(args.cache) == "none" else args.cache.expanduser() / f"lfw_originals_up{recognizer.upsample}.npz")
+    cached = len(cache.entries)
+    study = LfwStudy(root, pairs, recognizer, detector, progress, cache)
     report["lfw"] = {"root": str(root), "pairs_file": str(pairs_file), "pairs": len(pairs), "probes": len(study.probes),
                      "originals": len(study.originals), "originals_without_face": len(study.originals_without_face),
-                     "located_probes": min(args.located_probes, len(study.probes))}
+                     "located_probes": min(args.located_probes, len(study.probes)), "originals_cached_before": cached}
     for method in progress(methods, desc="privacy"):
         result = study.run(method, args.samples, args.located_probes)
         rows[method.label]["privacy"] = result.metrics
         samples[method.label] = result.samples
     if sweeps:
-        sweep_study = LfwStudy(root, select_pairs(pairs, args.sweep_pairs), recognizer, detector)
+        sweep_study = LfwStudy(root, select_pairs(pairs, args.sweep_pairs), recognizer, detector, cache=cache)
         report["lfw"]["sweep_pairs"] = len(sweep_study.pairs)
         for method in progress(sweeps, desc="settings"):
             result = sweep_study.run(method, args.samples, args.located_probes)

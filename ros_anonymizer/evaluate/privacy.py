@@ -9,7 +9,9 @@ counted separately.
 """
 from __future__ import annotations
 
+import hashlib
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,29 +165,73 @@ class MethodRun:
     samples: list[np.ndarray | None]
 
 
-class LfwStudy:
-    """LFW pairs with the second image of each pair anonymized; originals embedded once for all methods."""
+class OriginalsCache:
+    """What dlib and CenterFace found on each original image, on disk, keyed by the image file's content.
 
-    def __init__(self, root: str | Path, pairs: list[Pair], recognizer, detector, progress=None):
+    Describing the ~3,400 originals of the DevTrain pairs is the slowest part
+    of a cold run; a second run (another filter, a new model) reuses them.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, Original] = {}
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as data:
+                    for i, key in enumerate(data["keys"]):
+                        face = Face(data["box"][i], data["landmarks"][i], data["embedding"][i]) if data["has_face"][i] else None
+                        self.entries[str(key)] = Original(face, data["reference_box"][i] if data["has_reference"][i] else None)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                self.entries = {}  # an unreadable cache is rebuilt, never trusted
+
+    def save(self) -> None:
+        if self.path is None or not self.entries:
+            return
+        keys = list(self.entries)
+        values = [self.entries[k] for k in keys]
+        nan = lambda *shape: np.full(shape, np.nan, np.float32)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".tmp"), "wb") as f:
+            np.savez(f, keys=np.array(keys),
+                     has_face=np.array([v.face is not None for v in values]),
+                     box=np.array([nan(4) if v.face is None else v.face.box for v in values], np.float32),
+                     landmarks=np.array([nan(5, 2) if v.face is None else v.face.landmarks for v in values], np.float32),
+                     embedding=np.array([nan(128) if v.face is None else v.face.embedding for v in values], np.float32),
+                     has_reference=np.array([v.reference_box is not None for v in values]),
+                     reference_box=np.array([nan(4) if v.reference_box is None else v.reference_box for v in values], np.float32))
+        self.path.with_suffix(".tmp").replace(self.path)
+
+
+class LfwStudy:
+    """LFW pairs with the second image of each pair anonymized; originals described once for all methods."""
+
+    def __init__(self, root: str | Path, pairs: list[Pair], recognizer, detector, progress=None,
+                 cache: OriginalsCache | None = None):
         self.root = Path(root)
         self.pairs = pairs
         self.recognizer = recognizer
         self.detector = detector
         self.progress = progress or (lambda items, **kw: items)
+        cache = cache or OriginalsCache(None)
         refs = {r.key: r for p in pairs for r in (p.first, p.second)}
         self.probes = list({p.second.key: p.second for p in pairs}.values())
-        self.originals = {key: self._describe(ref) for key, ref in
+        self.originals = {key: self._describe(ref, cache) for key, ref in
                           self.progress(refs.items(), desc="originals", total=len(refs))}
+        cache.save()
         with_face = [k for k, o in self.originals.items() if o.face is not None]
         self.gallery_keys = with_face
         self.gallery_people = [refs[k].person for k in with_face]
         self.gallery = np.array([self.originals[k].face.embedding for k in with_face], np.float32).reshape(-1, 128)
 
-    def _describe(self, ref: ImageRef) -> Original:
+    def _describe(self, ref: ImageRef, cache: OriginalsCache) -> Original:
         from .naturalness import main_face
 
-        rgb = read_rgb(image_path(self.root, ref))
-        return Original(self.recognizer.describe(rgb), main_face(self.detector(rgb), rgb.shape))
+        path = image_path(self.root, ref)
+        key = hashlib.sha1(path.read_bytes()).hexdigest()
+        if key not in cache.entries:
+            rgb = read_rgb(path)
+            cache.entries[key] = Original(self.recognizer.describe(rgb), main_face(self.detector(rgb), rgb.shape))
+        return cache.entries[key]
 
     @property
     def originals_without_face(self) -> list[str]:

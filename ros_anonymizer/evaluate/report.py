@@ -68,7 +68,8 @@ def markdown(report: dict) -> str:
     lfw = report.get("lfw")
     if lfw:
         lines += [f"Privacy: {lfw['pairs']} LFW pairs from `{lfw['pairs_file']}` ({lfw['probes']} anonymized images, "
-                  f"{lfw['originals']} originals, {lfw['originals_without_face']} without a face dlib finds, left out); "
+                  f"{lfw['originals']} originals, {lfw['originals_without_face']} without a face dlib finds, left out; "
+                  f"{lfw.get('originals_cached_before', 0)} originals' findings came from the cache); "
                   f"located attack on the first {lfw['located_probes']} probes. Attacker: dlib ResNet, distance < 0.6.", ""]
     if report.get("clips"):
         lines += ["Utility, leaks and speed: " + ", ".join(f"`{c['name']}` ({c['frames']} frames)" for c in report["clips"]) + ".", ""]
