@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import onnx
 import pytest
+import yaml
 from onnx import TensorProto, helper
 from rclpy.serialization import deserialize_message
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
@@ -350,6 +351,22 @@ def test_never_writes_over_the_input_or_an_existing_bag(tmp_path, face_frames, c
     assert set(outputs) == {COMPRESSED, COMPRESSED + "/detections", "/chatter"}
     assert not {raw for _, raw in outputs[COMPRESSED]} & {raw for _, raw in inputs[COMPRESSED]}
     assert tree_hash(src) == before and not list(tmp_path.glob(".existing*"))
+
+
+def test_a_bag_without_type_hashes_gets_them_from_its_definitions(tmp_path, face_frames):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "sqlite3", face_frames[:2], compressed=False)
+    _, recorded = read_bag(src)
+    meta = yaml.safe_load((src / "metadata.yaml").read_text())
+    for topic in meta["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        del topic["topic_metadata"]["type_description_hash"]  # as in bags from before ROS 2 Iron
+    (src / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    assert not any(c.digest for c in read_bag(src)[1].values())
+    assert main(["bag", "anonymize", str(src), str(dst), "--topics", "/imu", "/tf_static", "--no-progress"]) == 0
+    inputs, _ = read_bag(src)
+    outputs, written = read_bag(dst)
+    for topic in ("/imu", "/tf_static"):
+        assert written[topic].digest == recorded[topic].digest and outputs[topic] == inputs[topic]
 
 
 def _not_a_bag(tmp_path: Path) -> Path:

@@ -27,7 +27,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.interfaces import Connection, MessageDefinitionFormat
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
-from rosbags.typesys import get_types_from_msg
+from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 from sensor_msgs.msg import CompressedImage, Image
 from tqdm import tqdm
 
@@ -109,7 +109,6 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
     config = config.replace(frame_deadline_ms=0.0)  # offline: every frame may take the time it needs
     with open_bag(src) as reader:
         plan = plan_topics(reader.connections, topics)
-        store = _typestore_with(reader.connections)
         plugin = STORAGES[storage] if storage else input_storage(src)
         pipelines = {topic: Pipeline(config) for topic in plan.images}
         report = BagReport(dst, images={topic: TopicCounts() for topic in plan.images}, left_out=dict(plan.left_out))
@@ -117,7 +116,7 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
             writer = _writer_like(reader, path, plugin, config)
             writer.open()
             try:
-                outputs, detections = _add_connections(writer, plan, store)
+                outputs, detections = _add_connections(writer, plan)
                 total = sum(c.msgcount for c in plan.selected)
                 messages = tqdm(reader.messages(plan.selected), total=total, unit="msg", desc="anonymizing",
                                 disable=not progress)
@@ -302,36 +301,32 @@ def _embeds_image(conn: Connection) -> bool:
     return False
 
 
-def _typestore_with(connections: list[Connection]):
-    """The typestore, plus any message types only the bag defines (so their definitions can be written back)."""
-    store = typestore()
-    for conn in connections:
-        if conn.msgtype not in store.types and conn.msgdef.format == MessageDefinitionFormat.MSG and conn.msgdef.data:
-            store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
-    return store
-
-
-def _definition(conn: Connection, store) -> tuple[str, str]:
-    """(message definition, type hash) for writing `conn` back as it was recorded."""
+def _definition(conn: Connection) -> tuple[str, str]:
+    """(message definition, type hash) to write `conn` back as recorded; what the bag lacks is derived from what it has."""
     msgdef = conn.msgdef.data if conn.msgdef.format != MessageDefinitionFormat.NONE else ""
-    digest = conn.digest
-    if (not msgdef or not digest) and conn.msgtype in store.types:
-        msgdef = msgdef or store.generate_msgdef(conn.msgtype, ros_version=2)[0]
-        digest = digest or store.hash_rihs01(conn.msgtype)
-    if not msgdef or not digest:
-        raise UserError(f"topic {conn.topic} has type {conn.msgtype}, whose definition is not in the bag, so it "
-                        "cannot be copied; leave it out with --topics.")
-    return msgdef, digest
+    if msgdef and conn.digest:
+        return msgdef, conn.digest
+    if msgdef and conn.msgdef.format == MessageDefinitionFormat.MSG:  # the bag's own definition, hashed as is
+        scratch = get_typestore(Stores.EMPTY)
+        try:
+            scratch.register(get_types_from_msg(msgdef, conn.msgtype))
+            return msgdef, scratch.hash_rihs01(conn.msgtype)
+        except TypesysError:
+            pass  # a definition rosbags cannot parse: fall back to the standard one below
+    if conn.msgtype in typestore().types:
+        return typestore().generate_msgdef(conn.msgtype, ros_version=2)[0], conn.digest or typestore().hash_rihs01(conn.msgtype)
+    raise UserError(f"topic {conn.topic} has type {conn.msgtype}, whose definition is not in the bag, so it "
+                    "cannot be copied; leave it out with --topics.")
 
 
-def _add_connections(writer: Writer, plan: TopicPlan, store) -> tuple[dict[int, Connection], dict[str, Connection]]:
+def _add_connections(writer: Writer, plan: TopicPlan) -> tuple[dict[int, Connection], dict[str, Connection]]:
     """Output connections mirroring the input's (same type, definition, format, QoS), plus one detections topic per image topic."""
     outputs: dict[int, Connection] = {}
     by_key: dict[tuple, Connection] = {}
     for conn in plan.selected:
         key = (conn.topic, conn.msgtype, conn.ext.serialization_format, tuple(conn.ext.offered_qos_profiles))
         if key not in by_key:
-            msgdef, digest = _definition(conn, store)
+            msgdef, digest = _definition(conn)
             by_key[key] = writer.add_connection(
                 conn.topic, conn.msgtype, msgdef=msgdef, rihs01=digest,
                 serialization_format=conn.ext.serialization_format,
@@ -340,6 +335,6 @@ def _add_connections(writer: Writer, plan: TopicPlan, store) -> tuple[dict[int, 
     detections = {}
     for topic in plan.images:
         qos = next(c.ext.offered_qos_profiles for c in plan.selected if c.topic == topic)
-        detections[topic] = writer.add_connection(topic + DETECTIONS_SUFFIX, DETECTIONS_TYPE, typestore=store,
+        detections[topic] = writer.add_connection(topic + DETECTIONS_SUFFIX, DETECTIONS_TYPE, typestore=typestore(),
                                                   offered_qos_profiles=qos)
     return outputs, detections
