@@ -52,6 +52,7 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
     # This process's rclpy reads these at init, the node's at start: both sides get the same settings.
@@ -76,6 +77,13 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
         received[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = time.time_ns()
 
     peer.create_subscription(Image, "image_anonymized", arrived, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    node_counts: dict[str, int] = {}
+
+    def diagnosed(msg):
+        for status in msg.status:
+            node_counts.update({kv.key: int(kv.value) for kv in status.values if kv.key in ("frames_received", "dropped_frames")})
+
+    peer.create_subscription(DiagnosticArray, "/diagnostics", diagnosed, 10)
     pub = peer.create_publisher(Image, "image", QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
@@ -100,16 +108,19 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
         if not received:
             reason = node.stderr.read1().decode(errors="replace").strip() if node.poll() is not None else "none within 60 s"
             raise RuntimeError(f"no anonymized frame: {reason}")
-        time.sleep(1.0)
+        time.sleep(1.5)
         received.clear()
+        before = dict(node_counts)
         sent, start, period, i = [], time.monotonic(), 1.0 / rate, 0
         while time.monotonic() - start < seconds:
             sent.append(publish(i))
             i += 1
             time.sleep(max(0.0, start + i * period - time.monotonic()))
-        time.sleep(1.0)
+        time.sleep(1.5)
+        arrived_at_node = node_counts["frames_received"] - before["frames_received"]
         latencies = np.array([(received[s] - s) / 1e6 for s in sent if s in received])
-        return {"filter": filter_name, "reliability": reliability, "shm": shm, "sent": len(sent),
+        return {"filter": filter_name, "reliability": reliability, "shm": shm, "sent": len(sent), "at_node": arrived_at_node,
+                "dropped": node_counts["dropped_frames"] - before["dropped_frames"],
                 "received": len(latencies), "out_hz": len(latencies) / seconds,
                 "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else float("nan"),
                 "p95_ms": float(np.percentile(latencies, 95)) if len(latencies) else float("nan")}
@@ -136,14 +147,18 @@ def main() -> int:
         cases = [(f, "best_effort", True) for f in args.filters.split(",")]
     load = os.getloadavg()[0]
     print(f"640x480 rgb8 at {args.rate:.0f} Hz for {args.seconds:.0f} s per case; {os.cpu_count()} CPUs, load {load:.1f}")
-    print(f"{'filter':8} {'input QoS':12} {'SHM':4} {'sent':>5} {'out':>5} {'out Hz':>7} {'p50 ms':>7} {'p95 ms':>7}")
+    print("sent: frames published; at node: frames the node's subscription delivered; dropped: overwritten while busy;\n"
+          "out: anonymized frames received back; latency: header stamp (publish) -> received back")
+    print(f"{'filter':8} {'input QoS':12} {'SHM':4} {'sent':>5} {'at node':>7} {'dropped':>7} {'out':>5} {'out Hz':>7} "
+          f"{'p50 ms':>7} {'p95 ms':>7}")
     for filter_name, reliability, shm in cases:
         try:
             r = run_case(filter_name, reliability, shm, args.seconds, args.rate, images)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             print(f"{filter_name:8} {reliability:12} {'yes' if shm else 'no':4} failed: {e}")
             continue
-        print(f"{r['filter']:8} {r['reliability']:12} {'yes' if r['shm'] else 'no':4} {r['sent']:5d} {r['received']:5d} "
+        print(f"{r['filter']:8} {r['reliability']:12} {'yes' if r['shm'] else 'no':4} {r['sent']:5d} {r['at_node']:7d} "
+              f"{r['dropped']:7d} {r['received']:5d} "
               f"{r['out_hz']:7.1f} {r['p50_ms']:7.1f} {r['p95_ms']:7.1f}")
     return 0
 
