@@ -12,12 +12,23 @@ import platform
 import time
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ..actions import BUNDLED_MODEL, ActionDetector
 from ..backends import load_backend
 from ..cli import UserError
 from ..file_cli import add_config_arguments, config_from_args
-from .methods import METHODS, build_methods, sweep_methods
+from ..filters import bundled_model
+from .clips import ClipStudy
+from .methods import METHODS, PipelineMethod, build_methods, sweep_methods
+from .naturalness import reference_detector
+from .privacy import LfwStudy, OriginalsCache, read_pairs, select_pairs
+from .recognizer import FaceRecognizer
+from .report import write_report
+from .utility import jhmdb_clips, mot_clips, ucf24_clips, video_clip
 
 DEFAULT_DATA = Path("../shared/data")
+MAP_SCORE_THRESHOLD = 0.05  # mAP ranks detections, so low-scoring ones must be kept
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,32 +58,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from ..filters import bundled_model
-    from .clips import ClipStudy
-    from .naturalness import reference_detector
-    from .privacy import DatasetError as LfwError
-    from .report import write_report
-    from .utility import DatasetError as ClipError
-
     started, load_before = time.perf_counter(), os.getloadavg()
     progress = (lambda items, **kw: items) if args.no_progress else (lambda items, **kw: tqdm(items, dynamic_ncols=True, **kw))
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
         raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}.")
-    for option in ("max_pairs", "max_frames", "located_probes", "sweep_pairs", "samples"):
+    for option, least in (("max_pairs", 1), ("max_frames", 1), ("located_probes", 0), ("sweep_pairs", 0), ("samples", 0)):
         value = getattr(args, option)
-        if value is not None and value < 0:
-            raise UserError(f"--{option.replace('_', '-')} must not be negative.")
+        if value is not None and value < least:
+            raise UserError(f"--{option.replace('_', '-')} must be at least {least}, not {value}.")
     config = config_from_args(args)
     notes: list[str] = []
     lfw_root, pairs_file = _lfw_paths(args)
-    try:
-        clips = _clips(args)
-    except ClipError as e:
-        raise UserError(str(e)) from None
+    clips = _clips(args)
     if lfw_root is None and not clips:
         raise UserError(f"nothing to evaluate: {args.data} has no lfw/ or clip datasets; give --lfw and/or --jhmdb, --ucf24, --mot, --video.")
 
@@ -85,21 +84,18 @@ def run(args: argparse.Namespace) -> int:
     samples: dict[str, list] = {}
 
     if lfw_root is not None:
-        try:
-            _privacy(args, lfw_root, pairs_file, methods, sweeps, detector, progress, rows, samples, report)
-        except LfwError as e:
-            raise UserError(str(e)) from None
+        _privacy(args, lfw_root, pairs_file, methods, sweeps, detector, progress, rows, samples, report)
     else:
         notes.append("privacy and naturalness: skipped, no LFW dataset.")
 
     if clips:
-        action_detector = _action_detector(args, config, notes, bundled_model)
+        action_detector = _action_detector(args, config, notes)
         study = ClipStudy(clips, detector, action_detector, config.action_threshold, progress)
         report["clips"] = [{"name": c.name, "frames": len(c.frames), "size": f"{c.frames[0].shape[1]}x{c.frames[0].shape[0]}"}
                            for c in clips]
         for method in progress(methods + sweeps, desc="clips"):
             rows[method.label]["clips"] = study.run(method)
-            if hasattr(method, "pipeline") and method.pipeline.config.persist_frames:
+            if isinstance(method, PipelineMethod) and method.pipeline.config.persist_frames:
                 rows[method.label]["leaks_without_persistence"] = study.run(_without_persistence(method), measure_utility=False)["leaks"]
     else:
         notes.append("utility, leaks and speed: skipped, no clips.")
@@ -115,13 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _privacy(args, root, pairs_file, methods, sweeps, detector, progress, rows, samples, report) -> None:
-    from .privacy import LfwStudy, OriginalsCache, read_pairs, select_pairs
-    from .recognizer import FaceRecognizer, RecognizerError
-
-    try:
-        recognizer = FaceRecognizer()
-    except RecognizerError as e:
-        raise UserError(str(e)) from None
+    recognizer = FaceRecognizer()
     pairs = select_pairs(read_pairs(pairs_file), args.max_pairs)
     cache = OriginalsCache(None if str(args.cache) == "none" else args.cache.expanduser() / f"lfw_originals_up{recognizer.upsample}.npz")
     cached = len(cache.entries)
@@ -155,8 +145,6 @@ def _lfw_paths(args) -> tuple[Path | None, Path | None]:
 
 
 def _clips(args):
-    from .utility import jhmdb_clips, mot_clips, ucf24_clips, video_clip
-
     clips = []
     for option, folder, reader in (("jhmdb", "jhmdb", jhmdb_clips), ("ucf24", "ucf101_24", ucf24_clips), ("mot", "mot17_mini", mot_clips)):
         path = getattr(args, option) or (args.data / folder if (args.data / folder).is_dir() else None)
@@ -168,17 +156,13 @@ def _clips(args):
     return clips + [video_clip(v, args.max_frames) for v in args.video]
 
 
-def _action_detector(args, config, notes, bundled_model):
-    from ..actions import BUNDLED_MODEL, ActionDetector
-
+def _action_detector(args, config, notes):
     model = args.action_model or bundled_model(BUNDLED_MODEL)
     if model is None:
         notes.append(f"utility: skipped, no action detector (ros_anonymizer/models/{BUNDLED_MODEL} is missing; give --action-model).")
         return None
-    return ActionDetector(load_backend(model, config.backend, use_gpu=False), score_threshold=0.05)
+    return ActionDetector(load_backend(model, config.backend, use_gpu=False), score_threshold=MAP_SCORE_THRESHOLD)
 
 
 def _without_persistence(method):
-    from .methods import PipelineMethod
-
     return PipelineMethod(method.pipeline.config.replace(persist_frames=0), method.setting)

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import DatasetError
+from .naturalness import face_still_found, main_face, ssim_inside_outside
 from .recognizer import DISTANCE_THRESHOLD, Face
 
 
@@ -39,10 +41,6 @@ class Pair:
     @property
     def same(self) -> bool:
         return self.first.person == self.second.person
-
-
-class DatasetError(ValueError):
-    """A dataset folder or protocol file that cannot be used; the message is for the user."""
 
 
 def read_pairs(path: str | Path) -> list[Pair]:
@@ -224,8 +222,6 @@ class LfwStudy:
         self.gallery = np.array([self.originals[k].face.embedding for k in with_face], np.float32).reshape(-1, 128)
 
     def _describe(self, ref: ImageRef, cache: OriginalsCache) -> Original:
-        from .naturalness import main_face
-
         path = image_path(self.root, ref)
         key = hashlib.sha1(path.read_bytes()).hexdigest()
         if key not in cache.entries:
@@ -239,8 +235,6 @@ class LfwStudy:
 
     def run(self, method, samples: int = 0, located_probes: int | None = None) -> MethodRun:
         """Anonymize every probe with `method` and measure it; the located attack runs on the first `located_probes`."""
-        from .naturalness import face_still_found, ssim_inside_outside
-
         start = time.perf_counter()
         found_by_dlib, located, kept, dropped = {}, {}, [], 0
         still_found, ssim_face, ssim_rest = [], [], []

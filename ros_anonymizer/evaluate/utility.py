@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..faces import box_iou
+from . import DatasetError
 
 IOU = 0.5
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov")
@@ -52,10 +53,6 @@ class Detections:
     @classmethod
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read; the message is for the user."""
 
 
 # Metrics ---------------------------------------------------------------------------------
@@ -230,8 +227,11 @@ def mot_clips(root: str | Path, max_frames: int | None = None) -> list[Clip]:
         info = configparser.ConfigParser()
         info.read(seq / "seqinfo.ini")
         images = sorted((seq / info.get("Sequence", "imDir", fallback="img1")).glob("*.jpg"))[:max_frames]
-        frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in images]
-        gt = np.loadtxt(seq / "gt" / "gt.txt", delimiter=",", ndmin=2) if (seq / "gt" / "gt.txt").is_file() else np.zeros((0, 9))
+        frames = [_read_image(p) for p in images]
+        try:
+            gt = np.loadtxt(seq / "gt" / "gt.txt", delimiter=",", ndmin=2) if (seq / "gt" / "gt.txt").is_file() else np.zeros((0, 9))
+        except ValueError:
+            raise DatasetError(f"{seq / 'gt' / 'gt.txt'} is not MOTChallenge ground truth (comma-separated numbers).") from None
         boxes = []
         for image in images:
             rows = gt[(gt[:, 0] == int(image.stem)) & (gt[:, 6] == 1) & (gt[:, 7] == 1)]
@@ -248,6 +248,13 @@ def video_clip(path: str | Path, max_frames: int | None = None) -> Clip:
     if not path.is_file():
         raise DatasetError(f"video {path} does not exist.")
     return Clip(f"video/{path.name}", read_video(path, max_frames))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetError(f"{path} is not a readable image.")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _find_video(candidates: list[Path]) -> Path | None:
