@@ -104,14 +104,15 @@ class Stats:
         self.latencies_ms: deque[float] = deque(maxlen=300)
         self.faces: deque[int] = deque(maxlen=300)
         self.last_error = ""
-        self._last_report = (time.monotonic(), 0, 0)
+        self._last_report = (time.monotonic(), 0, 0, 0)
 
-    def rates(self) -> tuple[float, float]:
-        now = time.monotonic()
-        then, received, published = self._last_report
-        self._last_report = (now, self.received, self.published)
+    def since_last_report(self) -> tuple[float, float, int]:
+        """Input rate, output rate, and frames failed or malformed since the previous call."""
+        now, bad = time.monotonic(), self.failed + self.malformed
+        then, received, published, bad_before = self._last_report
+        self._last_report = (now, self.received, self.published, bad)
         elapsed = max(now - then, 1e-6)
-        return (self.received - received) / elapsed, (self.published - published) / elapsed
+        return (self.received - received) / elapsed, (self.published - published) / elapsed, bad - bad_before
 
 
 class AnonymizerNode(Node):
@@ -229,7 +230,7 @@ class AnonymizerNode(Node):
     def _publish_diagnostics(self) -> None:
         stats = self.stats
         with stats.lock:
-            input_rate, output_rate = stats.rates()
+            input_rate, output_rate, not_anonymized = stats.since_last_report()
             latencies = np.array(stats.latencies_ms) if stats.latencies_ms else np.zeros(1)
             faces = float(np.mean(stats.faces)) if stats.faces else 0.0
             values = {
@@ -241,8 +242,8 @@ class AnonymizerNode(Node):
                 "backend": self.pipeline.backend_name, "filter": self.config.filter, "last_error": stats.last_error,
             }
             level, message = DiagnosticStatus.OK, "anonymizing"
-            if stats.failed or stats.malformed:
-                level, message = DiagnosticStatus.WARN, "some frames were not anonymized and not published"
+            if not_anonymized:
+                level, message = DiagnosticStatus.WARN, f"{not_anonymized} frame(s) not anonymized, so not published"
             if input_rate > 0 and output_rate == 0:
                 level, message = DiagnosticStatus.ERROR, "receiving frames but publishing none"
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: image anonymizer", message=message,

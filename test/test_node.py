@@ -123,6 +123,10 @@ class Session:
     def info(self) -> dict:
         return diagnostics(self.peer, self.diagnostics, f"{self.ns}/anonymizer")
 
+    def levels(self) -> set:
+        name = f"{self.ns}/anonymizer: image anonymizer"
+        return {s.level for m in self.peer.snapshot(self.diagnostics) for s in m.status if s.name == name}
+
     def counter(self, key: str) -> int:
         return int(self.info().get(key, -1))
 
@@ -293,6 +297,10 @@ def test_malformed_messages_are_dropped_counted_and_the_node_keeps_serving(sessi
     assert all(changed(out, rgb, rect) > 8.0 for rect in rects)
     info = session.info()
     assert info["backend"] == "onnxruntime" and "malformed" in info["last_error"]
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    levels = session.levels()  # ERROR in a period with only malformed input: nothing could be published
+    assert DiagnosticStatus.OK in levels and levels & {DiagnosticStatus.WARN, DiagnosticStatus.ERROR}
 
 
 def test_runtime_parameter_changes(session, frames):
