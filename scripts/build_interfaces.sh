@@ -35,9 +35,9 @@ start=$SECONDS
 # built them (/opt/python/cp3XX-cp3XX/...); point them at this venv's.
 py_include="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 np_include="$("$PY" -c 'import numpy; print(numpy.get_include())')"
-grep -rlE --include='*.cmake' '/opt/python/cp3[0-9]+-cp3[0-9]+/' "$VENV/share" | while read -r f; do
+{ grep -rlE --include='*.cmake' '/opt/python/cp3[0-9]+-cp3[0-9]+/' "$VENV/share" || true; } | while read -r f; do
     sed -i -E \
-        -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#${np_include}#g" \
+        -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_?core/include#${np_include}#g" \
         -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#${py_include}#g" "$f"
 done
 
