@@ -9,6 +9,7 @@ configuration says `build_if_missing`, and otherwise names the command to run.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -120,6 +121,10 @@ def build_cached(model: str | Path | bytes, name: str, cache_dir: str | Path, op
     trt = trt or import_tensorrt()
     onnx, source = model_bytes(model)
     target = detect_target(options.compute_capability)
+    if trt.__name__ == "tensorrt_rtx" and not options.compute_capability:
+        # tensorrt_rtx builds for any GPU but runs only on the generations it knows (not Hopper, not Jetson):
+        # naming the local one makes the builder refuse an unsupported GPU instead of writing a useless engine
+        options = dataclasses.replace(options, compute_capability=target.compute_capability)
     path = engine_path(cache_dir, name, hashlib.sha256(onnx).hexdigest(), tensorrt_version(trt), target, options.precision)
     if not force and path.exists():
         try:

@@ -170,6 +170,15 @@ def test_engine_from_another_tensorrt_is_refused(tmp_path, config):
         TensorRTBackend(path)
 
 
+def test_building_for_the_local_gpu_needs_one(tmp_path):
+    try:
+        path, _ = build_cached(centerface_onnx(), "face", tmp_path, BuildOptions())
+    except ModelError as e:  # the CI machine: no CUDA driver; an unsupported GPU (Hopper, Jetson) is named instead
+        assert "cannot use CUDA GPU 0" in str(e) or "cannot build for compute capability" in str(e)
+    else:  # an RTX GPU: built for exactly that GPU
+        assert read_verified_sidecar(path)["options"]["compute_capability"] == read_verified_sidecar(path)["compute_capability"]
+
+
 def test_valid_engine_without_gpu_fails_with_a_clear_message(tmp_path, config):
     path = resolve_engine(anonymizer_model(tmp_path / "anon.onnx"), config, "anonymizer", compute_capability=SM)
     try:
