@@ -164,13 +164,15 @@ def resolve_engine(model: str | Path | bytes, config, name: str, *, compute_capa
     target = detect_target(compute_capability)
     path = engine_path(config.engine_cache_dir, name, hashlib.sha256(onnx).hexdigest(), tensorrt_version(trt),
                        target, config.trt_precision)
+    # the name is only a readable prefix: an engine built under another name for the same ONNX serves as well
+    same_model = list(path.parent.glob("*-" + path.name[len(_slug(name)) + 1:])) if path.parent.is_dir() else []
     problem = None
-    if path.exists():
+    for candidate in sorted(same_model, key=lambda p: p != path):
         try:
-            read_verified_sidecar(path)
-            return path
+            read_verified_sidecar(candidate)
+            return candidate
         except ModelError as e:
-            problem = str(e)
+            problem = problem or str(e)
     if not config.build_if_missing:
         why = problem or f"no TensorRT engine for {name} ({tensorrt_version(trt)}, {target.device}, {config.trt_precision}) in {path.parent}"
         raise ModelError(f"{why.rstrip('.')}. Build it with: {build_command(model, name, config)} "

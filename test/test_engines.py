@@ -118,6 +118,14 @@ def test_cache_reuses_and_rebuilds_only_when_the_model_changes(tmp_path, config)
         assert side["requested_precision"] == precision and side["precision"] == "fp32"  # tensorrt_rtx: no fp16 flag
 
 
+def test_engine_built_under_another_name_serves_the_same_model(tmp_path, config):
+    """`engines build --name x` and the runtime's own name for the model find the same engine: the ONNX hash decides."""
+    onnx_path = anonymizer_model(tmp_path / "anon.onnx")
+    built, _ = build_cached(onnx_path, "my_anonymizer", config.engine_cache_dir, BuildOptions(compute_capability=SM))
+    found = resolve_engine(onnx_path, config.replace(build_if_missing=False), "anonymizer", compute_capability=SM)
+    assert found == built and len(list(Path(config.engine_cache_dir).glob("*.engine"))) == 1
+
+
 def test_missing_engine_names_the_build_command(tmp_path, config):
     onnx_path = anonymizer_model(tmp_path / "anon.onnx")
     strict = config.replace(build_if_missing=False)

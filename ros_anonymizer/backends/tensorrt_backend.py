@@ -231,14 +231,15 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, model: str | Path | bytes, *, config=None, model_name: str = "model", device: int = 0,
+    def __init__(self, model: str | Path | bytes, *, config=None, model_name: str | None = None, device: int = 0,
                  cuda: str = "pycuda", **_unused):
         if isinstance(model, bytes) or not str(model).endswith(".engine"):
             from engines.cache import resolve_engine  # only when an ONNX model must be turned into an engine
 
             from ..config import AnonymizerConfig
 
-            model = resolve_engine(model, config or AnonymizerConfig(), model_name)
+            name = model_name or ("face" if isinstance(model, bytes) else Path(model).stem)  # bytes: CenterFace
+            model = resolve_engine(model, config or AnonymizerConfig(), name)
         self.path = Path(model).expanduser()
         self.sidecar = read_verified_sidecar(self.path)
         self.metadata = dict(self.sidecar.get("metadata", {}))
