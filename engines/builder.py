@@ -132,7 +132,7 @@ def build_engine(model_bytes: bytes, options: BuildOptions, *, trt=None, timing_
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise ModelError(f"TensorRT ({tensorrt_version(trt)}) failed to build an engine from the ONNX model "
-                         f"(precision {precision}); run again with --verbose to see TensorRT's log.")
+                         f"(precision {precision}); TensorRT's own errors are printed above it.")
     inputs = [_describe(network.get_input(i)) for i in range(network.num_inputs)]
     outputs = [_describe(network.get_output(i)) for i in range(network.num_outputs)]
     built = BuiltEngine(bytes(plan), precision, profiles, inputs, outputs, time.monotonic() - started, warnings)
@@ -175,6 +175,8 @@ def _apply_target(trt, builder, config, options: BuildOptions) -> None:
         config.num_compute_capabilities = 1
         config.set_compute_capability(target, 0)
     if options.dla_core is not None:
+        if options.precision == "fp32":
+            raise ModelError("DLA cores run fp16 or int8 only; build with --precision fp16 (or int8) for --dla-core.")
         cores = getattr(builder, "num_DLA_cores", 0) if trt.__name__ != "tensorrt_rtx" else 0
         if not 0 <= options.dla_core < cores:
             raise ModelError(f"DLA core {options.dla_core} does not exist here ({cores} DLA cores); "
