@@ -47,7 +47,8 @@ def frames(width: int, height: int) -> list[np.ndarray]:
     return [cv2.resize(astronaut(), (width, height))]
 
 
-def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate: float, images: list[np.ndarray]) -> dict:
+def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate: float, images: list[np.ndarray],
+             params: list[str]) -> dict:
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
@@ -64,7 +65,8 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
     env = dict(os.environ)
     node = subprocess.Popen([sys.executable, "-m", "ros_anonymizer.node", "--ros-args", "--params-file",
                              str(REPO / "config" / "anonymizer.yaml"), "-p", f"filter:={filter_name}",
-                             "-p", f"input_reliability:={reliability}", "-p", "frame_deadline_ms:=0.0"],
+                             "-p", f"input_reliability:={reliability}", "-p", "frame_deadline_ms:=0.0",
+                             *[arg for p in params for arg in ("-p", p)]],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     context = Context()
     rclpy.init(context=context)
@@ -139,6 +141,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--qos", action="store_true", help="compare input QoS and the SHM profile (blur only)")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="another node parameter, e.g. -p detection_scale:=0.5")
     args = parser.parse_args()
     images = frames(640, 480)
     if args.qos:
@@ -146,14 +150,15 @@ def main() -> int:
     else:
         cases = [(f, "best_effort", True) for f in args.filters.split(",")]
     load = os.getloadavg()[0]
-    print(f"640x480 rgb8 at {args.rate:.0f} Hz for {args.seconds:.0f} s per case; {os.cpu_count()} CPUs, load {load:.1f}")
+    print(f"640x480 rgb8 at {args.rate:.0f} Hz for {args.seconds:.0f} s per case; {os.cpu_count()} CPUs, load {load:.1f}; "
+          f"parameters: {' '.join(args.param) or 'config/anonymizer.yaml'}")
     print("sent: frames published; at node: frames the node's subscription delivered; dropped: overwritten while busy;\n"
           "out: anonymized frames received back; latency: header stamp (publish) -> received back")
     print(f"{'filter':8} {'input QoS':12} {'SHM':4} {'sent':>5} {'at node':>7} {'dropped':>7} {'out':>5} {'out Hz':>7} "
           f"{'p50 ms':>7} {'p95 ms':>7}")
     for filter_name, reliability, shm in cases:
         try:
-            r = run_case(filter_name, reliability, shm, args.seconds, args.rate, images)
+            r = run_case(filter_name, reliability, shm, args.seconds, args.rate, images, args.param)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             print(f"{filter_name:8} {reliability:12} {'yes' if shm else 'no':4} failed: {e}")
             continue
