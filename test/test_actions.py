@@ -304,6 +304,18 @@ def test_no_action_model_configured_means_no_detector():
     assert load_action_detector(AnonymizerConfig()) is None
 
 
+def test_bundled_model_finds_the_person_in_its_clips(jhmdb_clip, ucf_clip):
+    """The shipped demonstrator on held-out frames (the last of each clip), at 640x480 as a robot camera sends them."""
+    detector = load_action_detector(AnonymizerConfig(action_model="default", use_gpu=False))
+    assert detector.class_names == ("Basketball", "catch")
+    for clip, t in ((jhmdb_clip, 36), (ucf_clip, 48)):
+        frame = cv2.resize(read_frame(clip.video, t), (640, 480))
+        actions = detector(frame)
+        truth = clip.boxes[t] * 2
+        assert len(actions) and box_iou(actions.boxes[:1], truth)[0, 0] > 0.5, (clip.name, actions.boxes, truth)
+        assert actions.names()[0] == clip.class_names[clip.labels[t][0]]
+
+
 def test_tracker_keeps_ids_of_moving_people_and_forgets_after_misses():
     tracker = ActionTracker(match_iou=0.3, max_misses=2)
     first = tracker.update(np.array([[0, 0, 10, 20], [50, 0, 60, 20]], np.float32))
