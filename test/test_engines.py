@@ -198,6 +198,17 @@ def test_valid_engine_without_gpu_fails_with_a_clear_message(tmp_path, config):
         np.testing.assert_allclose(out, -1.0, atol=1e-3)
 
 
+def test_tensorrt_backend_for_onnx_models_fails_closed_without_a_usable_gpu(tmp_path):
+    """backend: tensorrt with ONNX models resolves engines; with no GPU (or no engine) start-up stops with a plain error."""
+    from ros_anonymizer.pipeline import Pipeline
+
+    config = AnonymizerConfig(backend="tensorrt", engine_cache_dir=str(tmp_path))
+    with pytest.raises(ModelError, match="cannot use CUDA GPU 0|no TensorRT engine for face"):
+        load_backend(centerface_onnx(), "tensorrt", config=config, model_name="face")
+    with pytest.raises(ModelError):
+        Pipeline(config)
+
+
 def test_calibration_frames_and_batches_from_real_data(tmp_path):
     video = next(require_data("jhmdb", "catch").glob("*.avi"))
     frames = read_frames(video, limit=8)
@@ -255,6 +266,11 @@ def test_cli_builds_reuses_checks_and_refuses(tmp_path):
     assert check.stderr.startswith("ros-anonymizer engines: error: 1 of 2 engine(s) failed verification")
     listing = _cli("list", "--cache-dir", str(cache), cwd=tmp_path)
     assert listing.returncode == 0 and "REFUSED" in listing.stdout and "m fp32" in listing.stdout
+    (tmp_path / "params.yaml").write_text(f"anonymizer:\n  ros__parameters:\n    engine_cache_dir: {tmp_path / 'from_config'}\n"
+                                          f"    trt_precision: fp32\n    anonymizer_model: {onnx_path}\n")
+    configured = _cli("build", "--config", str(tmp_path / "params.yaml"), "--model", "anonymizer", "--compute-capability", SM, cwd=tmp_path)
+    assert configured.returncode == 0, configured.stderr
+    assert [p.name.endswith("-fp32.engine") for p in (tmp_path / "from_config").glob("anonymizer-*.engine")] == [True]
 
 
 @pytest.mark.parametrize("args, message", [
