@@ -374,3 +374,20 @@ def test_start_up_errors_exit_non_zero_with_one_clear_line(ros_environment, tmp_
     assert "Traceback" not in log
     [line] = [line for line in log.splitlines() if "cannot start" in line]
     assert says in line
+
+
+def test_a_missed_deadline_publishes_nothing(session, frames):
+    rgb, rects = frames["three"]
+    failed = session.counter("failed_frames")
+    [ok] = session.set_parameters(frame_deadline_ms=0.001)
+    assert ok.successful, ok.reason
+    try:
+        session.image.publish(stamped(rgb_to_image(rgb, "rgb8"), 600))
+        wait_until(lambda: session.counter("failed_frames") > failed, TIMEOUT, "the deadline miss to be counted")
+        assert "deadline missed" in session.info()["last_error"]
+    finally:
+        [ok] = session.set_parameters(frame_deadline_ms=5000.0)
+        assert ok.successful, ok.reason
+    out = image_to_rgb(session.send(rgb_to_image(rgb, "rgb8"), 601))
+    assert all(changed(out, rgb, rect) > 8.0 for rect in rects)
+    assert 600 not in by_stamp(session.peer.snapshot(session.out)), "a frame past its deadline was published"
