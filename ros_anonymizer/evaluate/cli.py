@@ -161,7 +161,11 @@ def _action_detector(args, config, notes):
     if model is None:
         notes.append(f"utility: skipped, no action detector (ros_anonymizer/models/{BUNDLED_MODEL} is missing; give --action-model).")
         return None
-    return ActionDetector(load_backend(model, config.backend, use_gpu=False), score_threshold=MAP_SCORE_THRESHOLD)
+    detector = ActionDetector(load_backend(model, config.backend, use_gpu=False), score_threshold=MAP_SCORE_THRESHOLD)
+    trained_on = detector.backend.metadata.get("trained_on", "not stated in its metadata")
+    notes.append(f"utility: action detector {model} (classes {', '.join(detector.class_names)}), trained on: {trained_on.rstrip('.')}. "
+                 "Compare each row with the `none` row; a detector trained on the evaluation clips flatters every row alike.")
+    return detector
 
 
 def _without_persistence(method):

@@ -120,7 +120,10 @@ def build_methods(names: list[str], config: AnonymizerConfig, notes: list[str]) 
             notes.append(f"learned: skipped, no trained anonymizer (ros_anonymizer/models/{BUNDLED_ANONYMIZER} "
                          "is missing and anonymizer_model is not set).")
         else:
-            methods.append(PipelineMethod(config.replace(filter=name)))
+            method = PipelineMethod(config.replace(filter=name))
+            if method.pipeline.learned is not None:
+                notes.append(f"learned: anonymizer trained on: {method.pipeline.learned.backend.metadata.get('trained_on', 'not stated')}.")
+            methods.append(method)
     return methods
 
 
