@@ -203,22 +203,18 @@ def open_cuda(device: int = 0, prefer: str = "pycuda"):
 # The backend ------------------------------------------------------------------------------------
 
 class _Tensor:
-    """One engine input or output with its pinned host and device buffers (grown only if a shape needs more)."""
+    """One engine input or output: pinned host and device buffers sized once, for the profile's largest shape."""
 
-    def __init__(self, name: str, dtype: np.dtype, cuda, nbytes: int):
-        self.name, self.dtype, self._cuda = name, dtype, cuda
-        self.capacity = 0
-        self.reserve(nbytes)
-
-    def reserve(self, nbytes: int) -> None:
-        if nbytes > self.capacity:
-            self.host = self._cuda.pinned(nbytes)
-            self.address = self._cuda.device(nbytes)
-            self.capacity = nbytes
+    def __init__(self, dtype: np.dtype, cuda, nbytes: int):
+        self.dtype = dtype
+        self.host = cuda.pinned(nbytes)
+        self.address = cuda.device(nbytes)
 
     def view(self, shape) -> np.ndarray:
-        count = int(np.prod(shape, dtype=np.int64))
-        return self.host[:count * self.dtype.itemsize].view(self.dtype).reshape(shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
+        if nbytes > self.host.size:
+            raise ModelError(f"a tensor of shape {tuple(shape)} does not fit the buffers sized for the engine's profile.")
+        return self.host[:nbytes].view(self.dtype).reshape(shape)
 
 
 class TensorRTBackend(Backend):
@@ -232,7 +228,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, model: str | Path | bytes, *, config=None, model_name: str | None = None, device: int = 0,
-                 cuda: str = "pycuda", **_unused):
+                 cuda: str = "pycuda"):
         if isinstance(model, bytes) or not str(model).endswith(".engine"):
             from engines.cache import resolve_engine  # only when an ONNX model must be turned into an engine
 
@@ -272,15 +268,14 @@ class TensorRTBackend(Backend):
         self._profile = {n: [tuple(s) for s in self._engine.get_tensor_profile_shape(n, 0)] for n in names if is_input[n]}
         for name, (_, _, largest) in self._profile.items():
             self._context.set_input_shape(name, largest)
-        self._inputs, self._outputs = {}, {}
-        for name in names:
-            shape = tuple(self._context.get_tensor_shape(name))
-            nbytes = int(np.prod(shape, dtype=np.int64)) * dtypes[name].itemsize if min(shape, default=0) >= 0 else 0
-            tensors = self._inputs if is_input[name] else self._outputs
-            tensors[name] = _Tensor(name, dtypes[name], self._cuda, nbytes)
-        if any(min(self._context.get_tensor_shape(n), default=0) < 0 for n in self._outputs):
+        largest_shapes = {n: tuple(self._context.get_tensor_shape(n)) for n in names}
+        if any(min(shape, default=0) < 0 for shape in largest_shapes.values()):
             raise ModelError(f"TensorRT engine {self.path.name} has outputs whose size depends on the data; "
                              "export the model with fixed-size (top-K) outputs.")
+        self._inputs, self._outputs = {}, {}
+        for name, shape in largest_shapes.items():
+            tensors = self._inputs if is_input[name] else self._outputs
+            tensors[name] = _Tensor(dtypes[name], self._cuda, int(np.prod(shape, dtype=np.int64)) * dtypes[name].itemsize)
         self.inputs = [TensorSpec(n, tuple(self._engine.get_tensor_shape(n)), dtypes[n]) for n in self._inputs]
         self.outputs = [TensorSpec(n, tuple(self._engine.get_tensor_shape(n)), dtypes[n]) for n in self._outputs]
 
