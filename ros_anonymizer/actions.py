@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .backends import Backend, ModelError, load_backend
+from .backends import Backend, ModelError, load_model
 from .config import AnonymizerConfig
 from .faces import box_iou
 
@@ -120,7 +120,7 @@ def load_action_detector(config: AnonymizerConfig) -> "ActionDetector | None":
         model = Path(str(model))
     else:
         model = config.action_model
-    backend = load_backend(model, config.backend, use_gpu=config.use_gpu)
+    backend = load_model(model, config, "action")
     return ActionDetector(backend, config.action_threshold)
 
 

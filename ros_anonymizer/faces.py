@@ -8,7 +8,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .backends import Backend, ModelError, load_backend
+from .backends import Backend, ModelError, load_model
 from .config import AnonymizerConfig
 
 CENTERFACE_INPUT = "input.1"
@@ -49,7 +49,7 @@ def centerface_onnx() -> bytes:
 
 def load_face_detector(config: AnonymizerConfig) -> "CenterFaceDetector":
     model = config.face_model or centerface_onnx()
-    backend = load_backend(model, config.backend, use_gpu=config.use_gpu)
+    backend = load_model(model, config, "face")
     return CenterFaceDetector(backend, config.score_threshold, config.detection_scale)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .actions import Actions, load_action_detector
-from .backends import load_backend
+from .backends import load_model
 from .config import AnonymizerConfig, ConfigError
 from .faces import Faces, FaceTracker, load_face_detector
 from .filters import BUNDLED_ANONYMIZER, LearnedAnonymizer, apply_filter, bundled_model
@@ -59,7 +59,7 @@ def load_anonymizer(config: AnonymizerConfig) -> LearnedAnonymizer:
     if model is None:
         raise ConfigError("filter 'learned' needs an anonymizer model: set anonymizer_model to an .onnx or .engine file "
                           "(train one with `python -m training`), or choose another filter.")
-    return LearnedAnonymizer(load_backend(model, config.backend, use_gpu=config.use_gpu))
+    return LearnedAnonymizer(load_model(model, config, "anonymizer"))
 
 
 class Pipeline:

@@ -26,4 +26,13 @@ def load_backend(model: str | Path | bytes, backend: str = "auto", *, use_gpu: b
     raise ModelError(f"unknown inference backend {backend!r}; use onnxruntime or tensorrt.")
 
 
-__all__ = ["Backend", "ModelError", "TensorSpec", "load_backend"]
+def load_model(model: str | Path | bytes, config, name: str) -> Backend:
+    """Open one of the pipeline's models (`name`: face, anonymizer, action) as `config` asks.
+
+    With `backend: tensorrt` and an ONNX model, the engine comes from the
+    engine cache (`engine_cache_dir`, `trt_precision`, `build_if_missing`).
+    """
+    return load_backend(model, config.backend, use_gpu=config.use_gpu, config=config, model_name=name)
+
+
+__all__ = ["Backend", "ModelError", "TensorSpec", "load_backend", "load_model"]
