@@ -187,13 +187,17 @@ def overfit(jhmdb_clip, ucf_clip):
     images, targets = collate([dataset[i] for i in range(len(dataset))])
     model = build_action_detector({"preset": "edge", "num_classes": 2})
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(60):
-        loss = detection_loss(model(normalize_images(images)), targets)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)  # these small convolutions run 10-25x slower with 2 threads on a busy 2-core machine
+    try:
+        for _ in range(60):
+            loss = detection_loss(model(normalize_images(images)), targets)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
     return model.eval(), losses, refs
 
 
