@@ -43,6 +43,10 @@ def quantize_face_detector(calibration: str | Path, output: str | Path, *, frame
     inputs = [i for i in model.graph.input if i.name not in weights]  # opset-9 export lists weights as inputs
     del model.graph.input[:]
     model.graph.input.extend(inputs)
+    used = {name for node in model.graph.node for name in node.input}
+    unused = [i for i in model.graph.initializer if i.name not in used]  # BatchNorm counters the exporter left
+    for initializer in unused:
+        model.graph.initializer.remove(initializer)
     model = version_converter.convert_version(model, 13)  # QuantizeLinear needs opset >= 10
     output = Path(output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
