@@ -24,17 +24,22 @@ def identity_loss(discriminator, embeddings: torch.Tensor, labels: torch.Tensor)
     return F.cross_entropy(discriminator.margin_logits(cosine, labels).float(), labels)
 
 
-def true_class_probability(discriminator, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def log_not_true_class(discriminator, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log(1 - p_true) per face, computed as logsumexp over the other classes minus logsumexp over all.
+
+    Stable where D is certain (p_true ~ 1), which is exactly where M needs a
+    gradient; clamping p_true instead would zero it there.
+    """
     logits = discriminator.scale * discriminator.cosine(embeddings).float()
-    return logits.softmax(1).gather(1, labels[:, None])[:, 0]
+    others = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
+    return others.logsumexp(1) - logits.logsumexp(1)
 
 
 def privacy_loss(kind: str, discriminator, modified_emb, original_emb, labels) -> torch.Tensor:
     """How much D still links M(f) to f's identity; bounded below by zero (see module docstring)."""
     loss = modified_emb.new_zeros((), dtype=torch.float32)
     if kind in ("true_class", "both"):
-        p_true = true_class_probability(discriminator, modified_emb, labels).clamp(max=1 - 1e-4)
-        loss = loss - torch.log1p(-p_true).mean()
+        loss = loss - log_not_true_class(discriminator, modified_emb, labels).mean()
     if kind in ("cosine", "both"):
         similarity = (modified_emb.float() * original_emb.detach().float()).sum(1)
         loss = loss + similarity.clamp(min=0).mean()
