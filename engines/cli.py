@@ -1,4 +1,4 @@
-"""`ros-anonymizer engines build|check|list`: make, verify and show the TensorRT engines a robot runs."""
+"""`ros-anonymizer engines build|check|list|quantize`: make, verify and show the engines a robot runs."""
 from __future__ import annotations
 
 import argparse
@@ -38,10 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("engines", nargs="+", type=Path)
     listing = sub.add_parser("list", help="list the engine cache and whether each engine verifies")
     listing.add_argument("--cache-dir", default=AnonymizerConfig().engine_cache_dir)
+    quantize = sub.add_parser("quantize", help="INT8 CenterFace for CPUs without a GPU (ONNX Runtime), about 3x faster")
+    quantize.add_argument("calibration_data", type=Path, help="folder of images, video or rosbag2 with real frames from the camera")
+    quantize.add_argument("output", type=Path, help="the INT8 .onnx to write; set face_model to it")
+    quantize.add_argument("--frames", type=int, default=64, help="frames taken from the calibration data")
+    quantize.add_argument("--detection-scale", type=float, default=1.0, help="the detection_scale the robot will use")
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"build": run_build, "check": run_check, "list": run_list}[args.action](args)
+    return {"build": run_build, "check": run_check, "list": run_list, "quantize": run_quantize}[args.action](args)
+
+
+def run_quantize(args) -> int:
+    from .cpu_int8 import quantize_face_detector
+
+    if not args.calibration_data.exists():
+        raise UserError(f"calibration data {args.calibration_data} does not exist.")
+    path = quantize_face_detector(args.calibration_data, args.output, frames=args.frames, detection_scale=args.detection_scale)
+    print(f"wrote {path}; use it with: --set face_model={path}  (or face_model: {path} in config/anonymizer.yaml)")
+    return 0
 
 
 def run_build(args) -> int:

@@ -13,27 +13,24 @@ import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ros_anonymizer.backends import ModelError
-from ros_anonymizer.faces import CENTERFACE_INPUT, centerface_onnx
+from ros_anonymizer.faces import CENTERFACE_INPUT, centerface_input, centerface_onnx
 
 from .calibration import read_frames
 
 
 def quantize_face_detector(calibration: str | Path, output: str | Path, *, frames: int = 64,
-                           detection_scale: float = 1.0, width: int = 640, height: int = 480) -> Path:
+                           detection_scale: float = 1.0) -> Path:
     """Write an INT8 CenterFace calibrated on `calibration` (images, a video or a bag) to `output`."""
     import onnx
     from onnx import version_converter
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    samples = read_frames(calibration, frames)
-    size = max(32, round(width * detection_scale) // 32 * 32), max(32, round(height * detection_scale) // 32 * 32)
+    blobs = [centerface_input(frame, detection_scale)[0] for frame in read_frames(calibration, frames)]
 
     class Frames(CalibrationDataReader):
         def __init__(self):
-            self._feeds = iter({CENTERFACE_INPUT: _blob(frame, size)} for frame in samples)
+            self._feeds = iter({CENTERFACE_INPUT: blob} for blob in blobs)
 
         def get_next(self):
             return next(self._feeds, None)
@@ -61,15 +58,9 @@ def quantize_face_detector(calibration: str | Path, output: str | Path, *, frame
             raise ModelError(f"INT8 quantization of CenterFace failed: {e}") from None
     quantized = onnx.load(str(output))
     for key, value in {"model_kind": "face_detector", "precision": "int8",
-                       "calibrated_on": json.dumps({"source": str(calibration), "frames": len(samples),
-                                                    "input_size": [size[1], size[0]]})}.items():
+                       "calibrated_on": json.dumps({"source": str(calibration), "frames": len(blobs),
+                                                    "input_size": list(blobs[0].shape[2:])})}.items():
         quantized.metadata_props.add(key=key, value=value)
     onnx.save(quantized, str(output))
     return output
 
-
-def _blob(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    resized = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(resized.transpose(2, 0, 1)[None].astype(np.float32))

@@ -68,17 +68,22 @@ class CenterFaceDetector:
 
     def __call__(self, rgb: np.ndarray) -> Faces:
         height, width = rgb.shape[:2]
-        w = max(32, round(width * self.detection_scale))
-        h = max(32, round(height * self.detection_scale))
-        small = rgb if (w, h) == (width, height) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-        padded_h, padded_w = -(-h // 32) * 32, -(-w // 32) * 32
-        blob = np.zeros((1, 3, padded_h, padded_w), np.float32)
-        blob[0, :, :h, :w] = small.transpose(2, 0, 1)
+        blob, (h, w) = centerface_input(rgb, self.detection_scale)
         out = self.backend.run({CENTERFACE_INPUT: blob})
         boxes, scores, landmarks = decode_centerface(*(out[name][0] for name in CENTERFACE_OUTPUTS), self.score_threshold, (h, w))
         keep = nms(boxes, scores, self.nms_iou)
         factor = np.array([width / w, height / h] * 5, np.float32)
         return Faces(boxes[keep] * factor[:4], scores[keep], landmarks[keep] * factor, np.zeros(len(keep), np.int64))
+
+
+def centerface_input(rgb: np.ndarray, detection_scale: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """The detector's float32 [1,3,H,W] input: the frame scaled, then padded to a multiple of 32; and the scaled size."""
+    height, width = rgb.shape[:2]
+    w, h = max(32, round(width * detection_scale)), max(32, round(height * detection_scale))
+    small = rgb if (w, h) == (width, height) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    blob = np.zeros((1, 3, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
+    blob[0, :, :h, :w] = small.transpose(2, 0, 1)
+    return blob, (h, w)
 
 
 def decode_centerface(heatmap, scale, offset, landmarks, threshold: float, size: tuple[int, int]):
