@@ -248,7 +248,8 @@ def export_action_detector(model: ActionDetectorNet, path: str | Path, input_siz
 
     The check runs `check_inputs` (float32 [1,3,H,W]; two random inputs when
     none) through both; boxes, scores and labels of the detections must agree
-    within `atol` (scores) and `atol * H` pixels (boxes). Returns the largest
+    within `atol` (scores) and `atol * H` pixels (boxes, each ONNX detection
+    matched to the nearest torch detection of its class). Returns the largest
     differences seen.
     """
     import onnx
@@ -290,11 +291,7 @@ def export_action_detector(model: ActionDetectorNet, path: str | Path, input_siz
             boxes, scores, labels = (t.numpy() for t in wrapper(torch.from_numpy(np.asarray(x, np.float32))))
             o_boxes, o_scores, o_labels = session.run(None, {"image": np.asarray(x, np.float32)})
             worst["scores"] = max(worst["scores"], float(np.abs(o_scores - scores).max()))
-            distinct = _distinct_ranks(scores)  # near-equal scores may legitimately swap order between torch and ORT
-            if distinct.any():
-                worst["boxes"] = max(worst["boxes"], float(np.abs(o_boxes[distinct] - boxes[distinct]).max()))
-                if not np.array_equal(o_labels[distinct], labels[distinct]):
-                    raise RuntimeError(f"exported action detector {path} disagrees with torch on labels.")
+            worst["boxes"] = max(worst["boxes"], _box_mismatch(boxes, scores, labels, o_boxes, o_scores, o_labels))
     model.train(was_training)
     if worst["scores"] > atol or worst["boxes"] > atol * height:
         raise RuntimeError(f"exported action detector {path} differs from torch (scores {worst['scores']:.2e}, "
@@ -302,7 +299,18 @@ def export_action_detector(model: ActionDetectorNet, path: str | Path, input_siz
     return worst
 
 
-def _distinct_ranks(scores: np.ndarray, gap: float = 1e-4) -> np.ndarray:
-    """Detections whose score differs from both neighbours in the sorted list by more than `gap`."""
-    gaps = np.abs(np.diff(scores)) > gap
-    return np.concatenate([[True], gaps]) & np.concatenate([gaps, [True]])
+
+def _box_mismatch(boxes, scores, labels, o_boxes, o_scores, o_labels, tie: float = 1e-6) -> float:
+    """Largest distance (px) from an ONNX detection to the nearest torch detection of the same class.
+
+    Matching instead of comparing row by row: near-equal scores may come out
+    of TopK in another order. Detections tied with the K-th score are left out,
+    since either side may have cut them off.
+    """
+    worst = 0.0
+    for box, score, label in zip(o_boxes, o_scores, o_labels):
+        if score <= scores[-1] + tie:
+            continue
+        same = boxes[labels == label]
+        worst = max(worst, float(np.abs(same - box).max(1).min()) if len(same) else float("inf"))
+    return worst
