@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from onnx import TensorProto, helper
 
 from conftest import read_video, require_data
@@ -15,16 +16,13 @@ from ros_anonymizer.actions import ActionDetector, Actions, ActionTracker, lette
 from ros_anonymizer.backends import ModelError, load_backend
 from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.faces import box_iou
-
-torch = pytest.importorskip("torch")
-
-from training.data.actions import ActionFrames, FaceBoxCache, FrameRef, collate, normalize_images, paste_anonymized  # noqa: E402
-from training.data.clips import read_frame  # noqa: E402
-from training.data.jhmdb import load_jhmdb  # noqa: E402
-from training.data.ucf24 import CLASSES as UCF_CLASSES, load_ucf24, read_annotations  # noqa: E402
-from training.models.action_detector import (IMAGENET_NORMALIZATION, ActionDetectorExport, build_action_detector,  # noqa: E402
+from training.data.actions import ActionFrames, FaceBoxCache, FrameRef, collate, normalize_images, paste_anonymized
+from training.data.clips import read_frame
+from training.data.jhmdb import load_jhmdb
+from training.data.ucf24 import CLASSES as UCF_CLASSES, load_ucf24, read_annotations
+from training.models.action_detector import (IMAGENET_NORMALIZATION, ActionDetectorExport, build_action_detector,
                                              detection_loss, export_action_detector)
-from training.train_action_detector import frame_ap  # noqa: E402
+from training.train_action_detector import frame_ap
 
 JHMDB_CLIP = "Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2"
 UCF_VIDEO = "Basketball/v_Basketball_g01_c01"
