@@ -9,7 +9,9 @@ OUT ?= out
 .PHONY: demo test bench evaluate train engines clean
 
 $(STAMP): requirements/runtime.txt requirements/dev.txt setup.py scripts/build_interfaces.sh $(wildcard ros_anonymizer/interfaces/vision_msgs/*.msg)
-	@$(PYTHON) -m venv $(VENV) || { echo "Cannot create a virtual environment: install python3-venv (apt-get install python3-venv) and run again."; exit 1; }
+	@[ -n "$(PYTHON)" ] || { echo "No python3 found: install Python 3.10-3.12 and run again."; exit 1; }
+	bash scripts/system_packages.sh $(PYTHON)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
