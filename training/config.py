@@ -26,6 +26,7 @@ class TrainConfig:
     out_dir: str = "runs/edge"
     device: str = "auto"  # auto: cuda when available, else cpu
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+    cpu_threads: int = 0  # torch intra-op threads on CPU; 0: torch's default (tiny models run best on 1)
 
     # Faces with identities (ImageFolder layout: <root>/<identity>/<image>).
     faces_root: str = "../shared/data/lfw/images"
@@ -63,8 +64,14 @@ class TrainConfig:
     privacy_loss: str = "both"
     lambda_privacy: float = 1.0
     lambda_l1: float = 2.0
-    lambda_det: float = 0.0  # needs the action detector (training/models/action_detector.py)
+    lambda_det: float = 0.0  # weight of A's detection loss on frames with M(f) pasted (needs the action clips)
+
+    # Action detector A (training/models/action_detector.py, training/data/actions.py).
+    jhmdb_root: str = "../shared/data/jhmdb"  # "" leaves JHMDB out
+    ucf24_root: str = "../shared/data/ucf101_24"  # "" leaves UCF101-24 out
+    action_holdout: float = 0.2  # last fraction of each clip's annotated frames, never trained on
     action_batch_size: int = 4
+    lr_a: float = 2e-3
     augment: bool = True
     log_every: int = 25
     eval_every: int = 250

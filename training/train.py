@@ -60,6 +60,8 @@ class Run:
         self.log = MetricsLog(self.out, enabled=self.main)
 
         torch.manual_seed(cfg.seed)
+        if cfg.cpu_threads:
+            torch.set_num_threads(cfg.cpu_threads)
         self.data: FaceSplits = load_face_splits(cfg) if self.main or not self.distributed else None
         if self.distributed:  # rank 0 cuts/caches the crops; the others read the cache it wrote
             dist.barrier()
@@ -84,8 +86,10 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.m_train = DistributedDataParallel(self.m, device_ids=ids)
             self.d_train = DistributedDataParallel(self.d, device_ids=ids)
+            self.a_train = DistributedDataParallel(self.action[0], device_ids=ids) if self.action else None
         else:
             self.m_train, self.d_train = self.m, self.d
+            self.a_train = self.action[0] if self.action else None
 
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
@@ -189,11 +193,11 @@ def pretrain_a(run: Run, steps: int):
     """A learns person boxes and actions on frames whose faces M has not touched yet."""
     if run.action is None:
         return
-    model, opt, data = run.action
+    _, opt, data = run.action
     for step in _steps(run, "pretrain-a", steps):
         images, targets = data.batch(step, run.cfg.action_batch_size, run.device)
         with run.autocast():
-            loss = data.loss(model(images), targets)
+            loss = data.loss(run.a_train(images), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -201,13 +205,22 @@ def pretrain_a(run: Run, steps: int):
 
 
 def joint(run: Run, steps: int):
-    """The adversarial game, alternating: D learns original and modified faces, then M fools D while staying close to f."""
+    """The adversarial game, alternating: D learns original and modified faces, then M fools D while staying close to f.
+
+    With lambda_det > 0, M also keeps A working on action frames with M(f)
+    pasted over every face, and A takes a step on those same frames.
+    """
     cfg = run.cfg
     d_params = list(run.d.parameters())
+    with_det = cfg.lambda_det > 0 and run.action is not None
     for step in _steps(run, "joint", steps):
         x, y = run.batch("joint", step)
         with run.autocast():
-            modified = run.pasted(run.m_train(x).float(), x)
+            if with_det:
+                out, frames, targets = m_on_faces_and_frames(run, x, step)
+            else:
+                out = run.m_train(x)
+            modified = run.pasted(out.float(), x)
 
         # D: identity loss on original and on modified faces (the attacker adapts to M).
         with run.autocast():
@@ -218,7 +231,7 @@ def joint(run: Run, steps: int):
         (loss_d_orig + cfg.d_modified_weight * loss_d_mod).backward()
         run.opt_d.step()
 
-        # M: bounded privacy loss against the updated D + L1 (+ detection on frames with M(f) pasted).
+        # M: bounded privacy loss against the updated D + L1 (+ A's detection loss on frames with M(f) pasted).
         for p in d_params:
             p.requires_grad_(False)
         with run.autocast():
@@ -230,27 +243,44 @@ def joint(run: Run, steps: int):
         loss_m = cfg.lambda_privacy * loss_priv + cfg.lambda_l1 * loss_l1
         record = {"loss_d_original": loss_d_orig.item(), "loss_d_modified": loss_d_mod.item(),
                   "loss_privacy": loss_priv.item(), "loss_l1": loss_l1.item()}
-        if cfg.lambda_det > 0:
-            loss_det = detection_on_anonymized(run, step)
+        run.opt_m.zero_grad(set_to_none=True)
+        if with_det:
+            _, opt_a, data = run.action
+            with run.autocast():
+                loss_det = data.loss(run.a_train(frames), targets)
             loss_m = loss_m + cfg.lambda_det * loss_det
             record["loss_det"] = loss_det.item()
-        run.opt_m.zero_grad(set_to_none=True)
+            opt_a.zero_grad(set_to_none=True)
         loss_m.backward()
         run.opt_m.step()
+        if with_det:  # A got lambda_det * dL_det/dA from the same backward pass: undo the factor, then step A
+            for p in run.action[0].parameters():
+                if p.grad is not None:
+                    p.grad.div_(cfg.lambda_det)
+            opt_a.step()
         for p in d_params:
             p.requires_grad_(True)
         record["loss_m"] = loss_m.item()
         _after_step(run, "joint", step, steps, record)
 
 
-def detection_on_anonymized(run: Run, step: int) -> torch.Tensor:
-    """L_det of A on action frames with M(f) pasted over each face; A also takes a step on them."""
-    model, opt, data = run.action
-    images, targets = data.anonymized_batch(step, run.cfg.action_batch_size, run.device, run.m_train, run.cfg)
-    with run.autocast():
-        loss = data.loss(model(images), targets)
-    opt.zero_grad(set_to_none=True)
-    return loss
+def m_on_faces_and_frames(run: Run, x: torch.Tensor, step: int):
+    """M on the identity batch and on every face of a batch of action frames in ONE forward pass (as DDP wants).
+
+    Returns M's output for `x`, the frames with M's output pasted over their
+    faces (normalised for A, differentiable w.r.t. M), and A's targets.
+    """
+    _, _, data = run.action
+    held = {}
+
+    def anonymize(crops):
+        out = run.m_train(torch.cat([x, crops.to(x.dtype)]))
+        held["faces"] = out[:len(x)]
+        return out[len(x):]
+
+    frames, targets = data.anonymized_batch(step, run.cfg.action_batch_size, run.device, anonymize, run.cfg)
+    faces = held["faces"] if "faces" in held else run.m_train(x)  # frames without faces never call M
+    return faces, frames, targets
 
 
 def export_stage(run: Run):
@@ -267,7 +297,23 @@ def export_stage(run: Run):
     tqdm.write(f"exported {result['path']} ({result['bytes'] / 1e6:.1f} MB), ONNX Runtime vs torch max |diff| "
                f"{result['max_abs_diff']:.1e} (tolerance {result['tolerance']:.0e})")
     run.m.to(run.device)
+    if run.action is not None:
+        export_action_detector_stage(run)
     write_report(run)
+
+
+def export_action_detector_stage(run: Run):
+    from .models.action_detector import IMAGENET_NORMALIZATION, PRESETS, export_action_detector
+
+    model, _, data = run.action
+    preset = run.cfg.preset if run.cfg.preset in PRESETS else "edge"
+    trained_on = (f"{len(data.dataset)} action frames (JHMDB/UCF101-24 clips in {run.cfg.jhmdb_root}, {run.cfg.ucf24_root}); "
+                  f"{run.progress['pretrain-a']} pretraining + {run.progress['joint']} joint steps on frames anonymized by M")
+    check = [data.batch(0, 1, run.device)[0].cpu().numpy()]
+    worst = export_action_detector(model.eval().float().cpu(), run.out / f"action_detector_{run.cfg.preset}.onnx", PRESETS[preset]["input_size"],
+                                   data.dataset.classes, IMAGENET_NORMALIZATION, trained_on, preset=preset, check_inputs=check)
+    model.train().to(run.device)
+    run.log.write(kind="export", stage="export-a", step=0, **{f"max_abs_diff_{k}": v for k, v in worst.items()})
 
 
 def write_report(run: Run):

@@ -1,0 +1,157 @@
+"""The trainer on real LFW faces: every stage of the tiny preset end to end, resume, export, DDP on gloo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, read_rgb, require_data
+from training import checkpoint
+from training.config import TrainConfig, TrainConfigError
+from training.train import main, train
+
+
+def tiny(tmp, **changes) -> TrainConfig:
+    values = TrainConfig.load("tiny").to_dict()
+    values.update(faces_root=str(require_data("lfw", "images")), cache_dir=str(tmp / "cache"), out_dir=str(tmp / "run"))
+    values.update(changes)
+    return TrainConfig.from_dict(values)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("faces_cache")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, cache_dir):
+    """Every stage of the tiny preset once; returns (config, metrics records)."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    cfg = tiny(tmp, cache_dir=str(cache_dir))
+    out = train(cfg, ["pretrain-d", "pretrain-a", "joint", "export"])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return cfg, records
+
+
+def _mean(records, stage, key, part):
+    values = [r[key] for r in records if r.get("kind") == "train" and r["stage"] == stage and key in r]
+    n = max(1, len(values) // 4)
+    return float(np.mean(values[:n] if part == "first" else values[-n:]))
+
+
+def test_pretraining_losses_fall(tiny_run):
+    _, records = tiny_run
+    assert _mean(records, "pretrain-d", "loss_d_original", "last") < 0.5 * _mean(records, "pretrain-d", "loss_d_original", "first")
+    assert _mean(records, "pretrain-d", "loss_l1", "last") < 0.5 * _mean(records, "pretrain-d", "loss_l1", "first")
+
+
+def test_joint_stage_hides_identity_from_d_but_d_still_knows_originals(tiny_run):
+    _, records = tiny_run
+    evals = [r for r in records if r["kind"] == "eval"]
+    start = [r for r in evals if r["stage"] == "pretrain-d"][-1]
+    end = [r for r in evals if r["stage"] == "joint"][-1]
+    assert start["acc_original"] >= 0.6, "D did not learn the identities in pretraining"
+    assert start["acc_modified"] >= 0.5, "M's reconstruction should still be recognisable before the joint stage"
+    assert end["acc_modified"] <= start["acc_modified"] - 0.3, f"D still recognises modified faces: {start} -> {end}"
+    assert end["acc_original"] >= 0.6, "D forgot the original faces during the joint stage"
+    assert _mean(records, "joint", "loss_privacy", "last") < _mean(records, "joint", "loss_privacy", "first")
+
+
+def test_export_matches_torch_and_runs_in_the_runtime(tiny_run):
+    from ros_anonymizer.backends import load_backend
+    from ros_anonymizer.filters import LearnedAnonymizer
+
+    cfg, records = tiny_run
+    exported = [r for r in records if r["kind"] == "export"][-1]
+    assert exported["max_abs_diff"] <= exported["tolerance"] == 1e-4
+    backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
+    assert backend.metadata["model_kind"] == "anonymizer"
+    assert backend.metadata["crop_size"] == str(cfg.crop_size)
+    assert float(backend.metadata["box_enlarge"]) == cfg.box_enlarge
+    assert backend.metadata["preset"] == "tiny" and "LFW" in backend.metadata["trained_on"]
+    learned = LearnedAnonymizer(backend)
+    rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    out = rgb.copy()
+    region = learned(out, np.array([[90, 80, 160, 170]], np.float32))[0]
+    inside = (slice(region[1], region[3]), slice(region[0], region[2]))
+    assert np.abs(out[inside].astype(int) - rgb[inside]).mean() > 1.0
+    outside = np.ones(rgb.shape[:2], bool)
+    outside[inside] = False
+    assert np.array_equal(out[outside], rgb[outside])
+
+
+def test_report_plots_are_written(tiny_run):
+    cfg, _ = tiny_run
+    for name in ("losses.png", "d_accuracy.png", "samples.png", "last.pt", "config.yaml"):
+        assert (Path(cfg.out_dir) / name).stat().st_size > 100, name
+
+
+def test_identity_holdout_and_crops_agree_with_the_runtime(tmp_path, cache_dir):
+    from ros_anonymizer.config import AnonymizerConfig
+    from ros_anonymizer.faces import load_face_detector
+    from ros_anonymizer.filters import crop_squares, square_regions
+    from training.data.faces import load_face_splits
+
+    cfg = tiny(tmp_path, cache_dir=str(cache_dir))
+    splits = load_face_splits(cfg)
+    assert not set(splits.names) & set(splits.holdout_names)
+    assert not set(splits.train.paths) & set(splits.val.paths)
+    assert len(splits.val) >= len(splits.names) * cfg.val_images_per_identity - 2
+    path = splits.train.paths[0]
+    rgb = read_rgb(require_data("lfw", "images") / path)
+    faces = load_face_detector(AnonymizerConfig(score_threshold=cfg.detect_threshold, use_gpu=False))(rgb)
+    square = splits.train.squares[0]
+    assert any(np.array_equal(square, s) for s in square_regions(faces.boxes, cfg.box_enlarge))
+    assert np.array_equal(splits.train.crops[0], crop_squares(rgb, square[None], cfg.crop_size)[0])
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, cache_dir):
+    straight = tiny(tmp_path / "a", cache_dir=str(cache_dir), pretrain_d_steps=16, checkpoint_every=8)
+    train(straight, ["pretrain-d"])
+    stopped = tiny(tmp_path / "b", cache_dir=str(cache_dir), pretrain_d_steps=8, checkpoint_every=8)
+    train(stopped, ["pretrain-d"])
+    train(stopped.from_dict({**stopped.to_dict(), "pretrain_d_steps": 16}), ["pretrain-d"])
+    a, b = checkpoint.load(straight.out_dir), checkpoint.load(stopped.out_dir)
+    assert a["progress"]["pretrain-d"] == b["progress"]["pretrain-d"] == 16
+    for key in a["d"]:
+        torch.testing.assert_close(a["d"][key], b["d"][key], rtol=1e-5, atol=1e-6)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == sorted(set(steps)), "a resumed run must not repeat steps"
+
+
+def test_checkpoints_refuse_arbitrary_objects(tmp_path):
+    torch.save({"m": {}, "payload": np.random.default_rng()}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="cannot be loaded safely"):
+        checkpoint.load(tmp_path)
+
+
+def test_bad_settings_stop_with_one_sentence(capsys):
+    assert main(["all", "--config", "tiny", "--set", "lambda_l1=lots"]) == 2
+    assert main(["all", "--config", "nonsense"]) == 2
+    assert main(["dance", "--config", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("training: error: ") for line in err), err
+    with pytest.raises(TrainConfigError, match="unknown training setting"):
+        TrainConfig.load("tiny", ["no_such_key=1"])
+
+
+def test_ddp_on_gloo_with_two_processes(tmp_path, cache_dir):
+    """torchrun path: two CPU processes, gradients averaged by gloo, one checkpoint written by rank 0."""
+    cfg = tiny(tmp_path, cache_dir=str(cache_dir))
+    train(cfg, [])  # rank 0 would cut the crops; do it beforehand so the subprocesses only read the cache
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    sets = [f"faces_root={cfg.faces_root}", f"cache_dir={cfg.cache_dir}", f"out_dir={cfg.out_dir}",
+            "pretrain_d_steps=6", "joint_steps=4", "eval_every=4", "log_every=2", "batch_size=8"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "training", "pretrain-d", "joint", "--config", "tiny", *[a for s in sets for a in ("--set", s)]]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = checkpoint.load(cfg.out_dir)
+    assert state["progress"]["pretrain-d"] == 6 and state["progress"]["joint"] == 4
