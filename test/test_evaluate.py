@@ -233,3 +233,8 @@ def test_bad_dataset_path_or_method_stops_with_one_sentence(tmp_path):
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
     done = evaluate("--methods", "blur,sharpen", "--out", str(tmp_path / "out"))
     assert done.returncode == 2 and "sharpen" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unreadable_cache_is_ignored(tmp_path):
+    (tmp_path / "c.npz").write_bytes(b"not a numpy archive")
+    assert privacy.OriginalsCache(tmp_path / "c.npz").entries == {}
