@@ -40,15 +40,25 @@ def tiny_run(tmp_path_factory, cache_dir):
 
 
 def _mean(records, stage, key, part):
+    """The first logged value (step 1), or the mean over the last quarter of the stage."""
     values = [r[key] for r in records if r.get("kind") == "train" and r["stage"] == stage and key in r]
-    n = max(1, len(values) // 4)
-    return float(np.mean(values[:n] if part == "first" else values[-n:]))
+    return float(values[0] if part == "first" else np.mean(values[-max(1, len(values) // 4):]))
 
 
 def test_pretraining_losses_fall(tiny_run):
     _, records = tiny_run
     assert _mean(records, "pretrain-d", "loss_d_original", "last") < 0.5 * _mean(records, "pretrain-d", "loss_d_original", "first")
     assert _mean(records, "pretrain-d", "loss_l1", "last") < 0.5 * _mean(records, "pretrain-d", "loss_l1", "first")
+
+
+def test_action_detector_trains_and_exports(tiny_run):
+    from ros_anonymizer.backends import load_backend
+
+    cfg, records = tiny_run
+    assert [r for r in records if r["kind"] == "train" and r["stage"] == "pretrain-a"], "pretrain-a did not run"
+    assert all("loss_det" in r for r in records if r["kind"] == "train" and r["stage"] == "joint")
+    backend = load_backend(str(Path(cfg.out_dir) / "action_detector_tiny.onnx"), "onnxruntime", use_gpu=False)
+    assert backend.metadata["model_kind"] == "action_detector" and json.loads(backend.metadata["classes"])
 
 
 def test_joint_stage_hides_identity_from_d_but_d_still_knows_originals(tiny_run):
@@ -68,7 +78,7 @@ def test_export_matches_torch_and_runs_in_the_runtime(tiny_run):
     from ros_anonymizer.filters import LearnedAnonymizer
 
     cfg, records = tiny_run
-    exported = [r for r in records if r["kind"] == "export"][-1]
+    exported = [r for r in records if r["kind"] == "export" and r["stage"] == "export"][-1]
     assert exported["max_abs_diff"] <= exported["tolerance"] == 1e-4
     backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
     assert backend.metadata["model_kind"] == "anonymizer"
@@ -112,9 +122,10 @@ def test_identity_holdout_and_crops_agree_with_the_runtime(tmp_path, cache_dir):
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path, cache_dir):
-    straight = tiny(tmp_path / "a", cache_dir=str(cache_dir), pretrain_d_steps=16, checkpoint_every=8)
+    faces_only = {"cache_dir": str(cache_dir), "lambda_det": 0.0, "pretrain_a_steps": 0, "checkpoint_every": 8}
+    straight = tiny(tmp_path / "a", pretrain_d_steps=16, **faces_only)
     train(straight, ["pretrain-d"])
-    stopped = tiny(tmp_path / "b", cache_dir=str(cache_dir), pretrain_d_steps=8, checkpoint_every=8)
+    stopped = tiny(tmp_path / "b", pretrain_d_steps=8, **faces_only)
     train(stopped, ["pretrain-d"])
     train(stopped.from_dict({**stopped.to_dict(), "pretrain_d_steps": 16}), ["pretrain-d"])
     a, b = checkpoint.load(straight.out_dir), checkpoint.load(stopped.out_dir)
@@ -144,11 +155,11 @@ def test_bad_settings_stop_with_one_sentence(capsys):
 
 def test_ddp_on_gloo_with_two_processes(tmp_path, cache_dir):
     """torchrun path: two CPU processes, gradients averaged by gloo, one checkpoint written by rank 0."""
-    cfg = tiny(tmp_path, cache_dir=str(cache_dir))
+    cfg = tiny(tmp_path, cache_dir=str(cache_dir), lambda_det=0.0, pretrain_a_steps=0)
     train(cfg, [])  # rank 0 would cut the crops; do it beforehand so the subprocesses only read the cache
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     sets = [f"faces_root={cfg.faces_root}", f"cache_dir={cfg.cache_dir}", f"out_dir={cfg.out_dir}",
-            "pretrain_d_steps=6", "joint_steps=4", "eval_every=4", "log_every=2", "batch_size=8"]
+            "pretrain_d_steps=6", "joint_steps=4", "eval_every=4", "log_every=2", "batch_size=8", "lambda_det=0", "pretrain_a_steps=0"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "training", "pretrain-d", "joint", "--config", "tiny", *[a for s in sets for a in ("--set", s)]]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)

@@ -339,7 +339,7 @@ def _after_step(run: Run, stage: str, step: int, total: int, record: dict):
     done = step + 1
     run.progress[stage] = done
     cfg = run.cfg
-    if done % cfg.log_every == 0 or done == total:
+    if done % cfg.log_every == 0 or done in (1, total):
         if run.distributed:
             values = torch.tensor(list(record.values()), device=run.device)
             dist.all_reduce(values)
