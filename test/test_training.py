@@ -137,6 +137,21 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, cache_dir):
     assert steps == sorted(set(steps)), "a resumed run must not repeat steps"
 
 
+def test_paper_preset_builds_the_authors_networks():
+    from training.models.anonymizer import build_anonymizer
+    from training.models.discriminator import build_discriminator, to_discriminator_input
+
+    cfg = TrainConfig.load("paper")
+    m, d = build_anonymizer(cfg), build_discriminator(cfg, 10)
+    assert len([b for b in m.net if type(b).__name__ == "ResidualBlock"]) == 9
+    with torch.no_grad():
+        faces = torch.rand(1, 3, 256, 256) * 2 - 1
+        out = m(faces)
+        embedding = d(to_discriminator_input(out, cfg.d_input))
+    assert out.shape == faces.shape and out.abs().max() <= 1
+    assert to_discriminator_input(out, cfg.d_input).shape[-2:] == (112, 96) and embedding.shape == (1, 512)
+
+
 def test_checkpoints_refuse_arbitrary_objects(tmp_path):
     torch.save({"m": {}, "payload": np.random.default_rng()}, tmp_path / "last.pt")
     with pytest.raises(ValueError, match="cannot be loaded safely"):

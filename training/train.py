@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -396,9 +395,11 @@ def main(argv=None) -> int:
 
 def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
     out = Path(cfg.out_dir)
-    if fresh and out.exists() and int(os.environ.get("RANK", "0")) == 0:
-        shutil.rmtree(out)
     run = Run(cfg)
+    if fresh and run.main and out.exists():
+        shutil.rmtree(out)
+    if run.distributed:  # nobody reads the checkpoint before rank 0 has removed it
+        dist.barrier()
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.to_dict().items()))
