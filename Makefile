@@ -31,5 +31,10 @@ bench: $(STAMP)
 evaluate: $(STAMP)
 	$(BIN)/ros-anonymizer evaluate --config config/anonymizer.yaml --out $(OUT)/evaluation
 
+# Train M and D (PRESET=tiny|edge|paper; edge wants a GPU); resumes from runs/$(PRESET)/last.pt. See docs/training.md.
+PRESET ?= edge
+train: $(STAMP)
+	$(BIN)/python -m training all --config $(PRESET)
+
 clean:
 	rm -rf $(VENV) build install log $(OUT)
