@@ -69,7 +69,7 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
                              *[arg for p in params for arg in ("-p", p)]],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     context = Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     peer = rclpy.create_node("bench", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(peer)

@@ -67,7 +67,7 @@ class RosPeer:
         from rclpy.executors import SingleThreadedExecutor
 
         self.context = Context()
-        rclpy.init(context=self.context)
+        rclpy.init(args=[], context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
