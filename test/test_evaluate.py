@@ -238,3 +238,14 @@ def test_bad_dataset_path_or_method_stops_with_one_sentence(tmp_path):
 def test_an_unreadable_cache_is_ignored(tmp_path):
     (tmp_path / "c.npz").write_bytes(b"not a numpy archive")
     assert privacy.OriginalsCache(tmp_path / "c.npz").entries == {}
+
+
+def test_privacy_is_also_reported_without_the_trained_people(dlib_recognizer, reference):
+    root = require_data("lfw")
+    pairs = privacy.select_pairs(privacy.read_pairs(root / "pairsDevTrain.txt"), 6)
+    trained = {pairs[0].first.person}
+    study = privacy.LfwStudy(root, pairs, dlib_recognizer, reference, trained_people=trained)
+    metrics = study.run(Unchanged()).metrics
+    untouched = [p for p in pairs if p.first.person not in trained and p.second.person not in trained]
+    assert metrics["pairs"] == len(pairs) and metrics["unseen_people"]["pairs"] == len(untouched) < len(pairs)
+    assert metrics["unseen_people"]["reidentification"] == 1.0

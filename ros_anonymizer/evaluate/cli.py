@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lfw", type=Path, help="identity dataset in LFW layout (images/<Name>/<Name>_NNNN.jpg); 'none' skips privacy")
     parser.add_argument("--pairs", type=Path, help="LFW pairs file (default: pairsDevTrain.txt or pairs.txt in --lfw)")
     parser.add_argument("--max-pairs", type=int, help="use this many pairs, half matched and half mismatched (default: all)")
+    parser.add_argument("--trained-people", type=Path,
+                        help="names of the LFW people a model was trained on, one a line: privacy is also reported without their pairs")
     parser.add_argument("--located-probes", type=int, default=300,
                         help="anonymized faces also attacked at their known location (the slowest attack; default 300)")
     parser.add_argument("--jhmdb", type=Path, help="JHMDB folder (<class>/<clip>.avi, puppet_mask/); 'none' skips it")
@@ -115,10 +117,12 @@ def _privacy(args, root, pairs_file, methods, sweeps, detector, progress, rows, 
     pairs = select_pairs(read_pairs(pairs_file), args.max_pairs)
     cache = OriginalsCache(None if str(args.cache) == "none" else args.cache.expanduser() / f"lfw_originals_up{recognizer.upsample}.npz")
     cached = len(cache.entries)
-    study = LfwStudy(root, pairs, recognizer, detector, progress, cache)
+    trained = _people(args.trained_people)
+    study = LfwStudy(root, pairs, recognizer, detector, progress, cache, trained)
     report["lfw"] = {"root": str(root), "pairs_file": str(pairs_file), "pairs": len(pairs), "probes": len(study.probes),
                      "originals": len(study.originals), "originals_without_face": len(study.originals_without_face),
-                     "located_probes": min(args.located_probes, len(study.probes)), "originals_cached_before": cached}
+                     "located_probes": min(args.located_probes, len(study.probes)), "originals_cached_before": cached,
+                     "trained_people": len(trained), "trained_people_file": str(args.trained_people or "")}
     for method in progress(methods, desc="privacy"):
         result = study.run(method, args.samples, args.located_probes)
         rows[method.label]["privacy"] = result.metrics
@@ -130,6 +134,15 @@ def _privacy(args, root, pairs_file, methods, sweeps, detector, progress, rows, 
             result = sweep_study.run(method, args.samples, args.located_probes)
             rows[method.label]["privacy"] = result.metrics
             samples[method.label] = result.samples
+
+
+def _people(path: Path | None) -> set[str]:
+    if path is None:
+        return set()
+    try:
+        return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the people list {path} ({e}); it must be a text file with one name a line.") from None
 
 
 def _lfw_paths(args) -> tuple[Path | None, Path | None]:

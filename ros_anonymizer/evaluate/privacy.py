@@ -204,9 +204,10 @@ class LfwStudy:
     """LFW pairs with the second image of each pair anonymized; originals described once for all methods."""
 
     def __init__(self, root: str | Path, pairs: list[Pair], recognizer, detector, progress=None,
-                 cache: OriginalsCache | None = None):
+                 cache: OriginalsCache | None = None, trained_people: set[str] | None = None):
         self.root = Path(root)
         self.pairs = pairs
+        self.trained_people = trained_people or set()  # figures are also given for the pairs of the other people
         self.recognizer = recognizer
         self.detector = detector
         self.progress = progress or (lambda items, **kw: items)
@@ -259,12 +260,13 @@ class LfwStudy:
                     inside, outside = ssim_inside_outside(rgb, image, original.reference_box)
                     ssim_face.append(inside)
                     ssim_rest.append(outside)
-        metrics = self._privacy(found_by_dlib)
-        keys = list(located)
-        metrics["located_attack"] = {
-            "faces": len(keys),
-            "reidentification": self._reidentification(keys, np.array([located[k] for k in keys], np.float32).reshape(-1, 128)),
-        }
+        metrics = self._privacy(found_by_dlib, self.pairs)
+        metrics["located_attack"] = self._located(located)
+        if self.trained_people:
+            unseen = lambda key: key.rsplit("_", 1)[0] not in self.trained_people
+            pairs = [p for p in self.pairs if unseen(p.first.key) and unseen(p.second.key)]
+            metrics["unseen_people"] = self._privacy({k: v for k, v in found_by_dlib.items() if unseen(k)}, pairs)
+            metrics["unseen_people"]["located_attack"] = self._located({k: v for k, v in located.items() if unseen(k)})
         metrics["dropped_images"] = int(dropped)
         metrics["naturalness"] = {
             "images": len(still_found),
@@ -282,15 +284,20 @@ class LfwStudy:
         face = None if image is None else self.recognizer.describe(image, near=original.box)
         return np.full(128, np.nan, np.float32) if face is None else face.embedding
 
+    def _located(self, located: dict[str, np.ndarray]) -> dict:
+        keys = list(located)
+        probes = np.array([located[k] for k in keys], np.float32).reshape(-1, 128)
+        return {"faces": len(keys), "reidentification": self._reidentification(keys, probes)}
+
     def _reidentification(self, keys: list[str], probes: np.ndarray) -> float:
         originals = np.array([self.originals[k].face.embedding for k in keys], np.float32).reshape(-1, 128)
         return float(np.mean(reidentified(originals, probes))) if keys else float("nan")
 
-    def _privacy(self, anonymized: dict[str, np.ndarray]) -> dict:
+    def _privacy(self, anonymized: dict[str, np.ndarray], pairs: list[Pair]) -> dict:
         keys = list(anonymized)
         probes = np.array([anonymized[k] for k in keys], np.float32).reshape(-1, 128)
         people = [k.rsplit("_", 1)[0] for k in keys]
-        pairs = [p for p in self.pairs if self.originals[p.first.key].face is not None and p.second.key in anonymized]
+        pairs = [p for p in pairs if self.originals[p.first.key].face is not None and p.second.key in anonymized]
         pair_distance = np.array([distances(self.originals[p.first.key].face.embedding[None],
                                             anonymized[p.second.key][None])[0] for p in pairs])
         same = np.array([p.same for p in pairs], bool)

@@ -51,8 +51,8 @@ def headline_rows(report: dict) -> list[list[str]]:
             _num(_get(row, "clips", "utility", "frame_map"), 3),
             _num(_get(row, "clips", "utility", "person_ap"), 3),
             _num(_get(row, "clips", "utility", "agreement_with_raw", "f1"), 3),
-            f"{leaks.get('frames_leaked', 'n/a')}/{leaks.get('frames_with_faces', 'n/a')}"
-            + (f" ({no_persist.get('frames_leaked')})" if no_persist else ""),
+            "n/a" if not leaks else f"{leaks['frames_leaked']}/{leaks['frames_with_faces']}"
+            + (f" ({no_persist['frames_leaked']})" if no_persist else ""),
             "n/a" if size is None else f"{row['clips']['speed'][size]['fps']:.1f} @{size}",
         ])
     return rows
@@ -69,7 +69,7 @@ def markdown(report: dict) -> str:
     if lfw:
         lines += [f"Privacy: {lfw['pairs']} LFW pairs from `{lfw['pairs_file']}` ({lfw['probes']} anonymized images, "
                   f"{lfw['originals']} originals, {lfw['originals_without_face']} without a face dlib finds, left out; "
-                  f"{lfw.get('originals_cached_before', 0)} originals' findings came from the cache); "
+                  f"the cache held findings for {lfw.get('originals_cached_before', 0)} images at the start); "
                   f"located attack on the first {lfw['located_probes']} probes. Attacker: dlib ResNet, distance < 0.6.", ""]
     if report.get("clips"):
         lines += ["Utility, leaks and speed: " + ", ".join(f"`{c['name']}` ({c['frames']} frames)" for c in report["clips"]) + ".", ""]
@@ -82,6 +82,17 @@ def markdown(report: dict) -> str:
               "- face still found: CenterFace (score >= 0.5) finds a face overlapping the original one.",
               "- leaked frames: frames in which a face CenterFace finds on the raw frame is left mostly unchanged "
               "(with persistence, and in brackets without).", ""]
+    unseen = [row for row in report["methods"] if _get(row, "privacy", "unseen_people", default=None)]
+    if unseen:
+        lines += [f"Privacy on the pairs of people no model was trained on ({lfw['trained_people']} trained people left out, "
+                  f"{_get(unseen[0], 'privacy', 'unseen_people', 'pairs')} pairs, "
+                  f"{_get(unseen[0], 'privacy', 'unseen_people', 'faces')} anonymized faces):", "",
+                  "| method | re-id | re-id located | verification | rank-1 |", "|---|---|---|---|---|"]
+        lines += [f"| {row['label']} | " + " | ".join(_pct(_get(row, "privacy", "unseen_people", *key)) for key in
+                                                    (("reidentification",), ("located_attack", "reidentification"),
+                                                     ("verification_accuracy",), ("rank1_identification",))) + " |"
+                  for row in unseen]
+        lines += [""]
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += ["![privacy vs utility](privacy_utility.png)", "", "![sample faces](samples.png)", ""]
