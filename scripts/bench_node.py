@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import json
 import os
 import random
 import signal
@@ -56,18 +57,11 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
-    # This process's rclpy reads these at init, the node's at start: both sides get the same settings.
-    os.environ.update(ROS_DOMAIN_ID=str(random.randint(1, 100)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                      ROS_LOG_DIR=tempfile.mkdtemp(prefix="bench_node_"))
-    os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-    if shm:
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
-    env = dict(os.environ)
     node = subprocess.Popen([sys.executable, "-m", "ros_anonymizer.node", "--ros-args", "--params-file",
                              str(REPO / "config" / "anonymizer.yaml"), "-p", f"filter:={filter_name}",
                              "-p", f"input_reliability:={reliability}", "-p", "frame_deadline_ms:=0.0",
                              *[arg for p in params for arg in ("-p", p)]],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     context = Context()
     rclpy.init(args=[], context=context)
     peer = rclpy.create_node("bench", context=context)
@@ -135,6 +129,17 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
         node.wait(timeout=15)
 
 
+def case_environment(shm: bool) -> dict[str, str]:
+    """Isolated ROS settings for one case. Fast DDS reads its profile once per process, so each case
+    runs in a fresh process with the profile set (or not) from the start, on both sides."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 100)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_LOG_DIR=tempfile.mkdtemp(prefix="bench_node_"))
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    if shm:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--filters", default="blur,mosaic,mask,noise,learned")
@@ -143,8 +148,16 @@ def main() -> int:
     parser.add_argument("--qos", action="store_true", help="compare input QoS and the SHM profile (blur only)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="another node parameter, e.g. -p detection_scale:=0.5")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # FILTER,RELIABILITY,SHM: one case, in this process
     args = parser.parse_args()
-    images = frames(640, 480)
+    if args.case:
+        filter_name, reliability, shm = args.case.split(",")
+        try:
+            result = run_case(filter_name, reliability, shm == "yes", args.seconds, args.rate, frames(640, 480), args.param)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            result = {"error": str(e)}
+        print(json.dumps(result))
+        return 0
     if args.qos:
         cases = [("blur", rel, shm) for shm in (False, True) for rel in ("best_effort", "reliable")]
     else:
@@ -157,10 +170,13 @@ def main() -> int:
     print(f"{'filter':8} {'input QoS':12} {'SHM':4} {'sent':>5} {'at node':>7} {'dropped':>7} {'out':>5} {'out Hz':>7} "
           f"{'p50 ms':>7} {'p95 ms':>7}")
     for filter_name, reliability, shm in cases:
-        try:
-            r = run_case(filter_name, reliability, shm, args.seconds, args.rate, images, args.param)
-        except (RuntimeError, subprocess.TimeoutExpired) as e:
-            print(f"{filter_name:8} {reliability:12} {'yes' if shm else 'no':4} failed: {e}")
+        command = [sys.executable, __file__, "--case", f"{filter_name},{reliability},{'yes' if shm else 'no'}",
+                   "--seconds", str(args.seconds), "--rate", str(args.rate), *[a for p in args.param for a in ("-p", p)]]
+        child = subprocess.run(command, env=case_environment(shm), capture_output=True, text=True)
+        lines = child.stdout.strip().splitlines()
+        r = json.loads(lines[-1]) if lines else {"error": child.stderr.strip()[-500:]}
+        if "error" in r:
+            print(f"{filter_name:8} {reliability:12} {'yes' if shm else 'no':4} failed: {r['error']}")
             continue
         print(f"{r['filter']:8} {r['reliability']:12} {'yes' if r['shm'] else 'no':4} {r['sent']:5d} {r['at_node']:7d} "
               f"{r['dropped']:7d} {r['received']:5d} "

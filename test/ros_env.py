@@ -2,7 +2,7 @@
 
 Import the fixtures into a test module (`from ros_env import ros_environment`).
 Isolation: a random ROS_DOMAIN_ID, discovery on localhost only, logs in a temp
-dir, and the shipped Fast DDS shared-memory profile (as robots should use).
+dir; transport: the shipped Fast DDS shared-memory profile (as robots should use).
 """
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
 PARAMS_FILE = REPO / "config" / "anonymizer.yaml"
 
+# Fast DDS reads its profile once per process, when the first participant is created: set it on import
+# (test collection), before any test can create one, rather than in a fixture that may come too late.
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+
 
 def isolated_environment(log_dir: Path) -> dict[str, str]:
     return {
@@ -28,7 +32,6 @@ def isolated_environment(log_dir: Path) -> dict[str, str]:
         "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
         "ROS_LOG_DIR": str(log_dir),
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-        "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
         "PYTHONUNBUFFERED": "1",
     }
 
