@@ -249,3 +249,10 @@ def test_privacy_is_also_reported_without_the_trained_people(dlib_recognizer, re
     untouched = [p for p in pairs if p.first.person not in trained and p.second.person not in trained]
     assert metrics["pairs"] == len(pairs) and metrics["unseen_people"]["pairs"] == len(untouched) < len(pairs)
     assert metrics["unseen_people"]["reidentification"] == 1.0
+
+
+def test_scattered_unchanged_pixels_are_not_a_leak(reference, lfw_image):
+    box = reference(lfw_image).boxes[:1]
+    speckled = lfw_image.copy()
+    speckled[::2, ::2] = 255 - speckled[::2, ::2]  # a quarter of the pixels changed, evenly spread: a filter's texture
+    assert leaks.leaked_faces(lfw_image, speckled, box) == 0
