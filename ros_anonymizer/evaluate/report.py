@@ -53,13 +53,18 @@ def headline_rows(report: dict) -> list[list[str]]:
             _num(_get(row, "clips", "utility", "agreement_with_raw", "f1"), 3),
             "n/a" if not leaks else f"{leaks['frames_leaked']}/{leaks['frames_with_faces']}"
             + (f" ({no_persist['frames_leaked']})" if no_persist else ""),
-            "n/a" if size is None else f"{row['clips']['speed'][size]['fps']:.1f} @{size}",
+            "n/a" if size is None else _fps(row["clips"]["speed"][size]["median_ms"]["end_to_end"]) + f" @{size}",
         ])
     return rows
 
 
+def _fps(median_ms: float) -> str:
+    fps = 1000.0 / max(median_ms, 1e-6)
+    return f"{fps:.0f}" if fps >= 100 else f"{fps:.1f}"
+
+
 HEADERS = ["method", "re-id", "re-id located", "dlib no face", "verification", "rank-1", "face still found",
-           "SSIM face", "SSIM outside", "frame-mAP", "person AP", "agreement F1", "leaked frames (no persistence)", "frames/s"]
+           "SSIM face", "SSIM outside", "frame-mAP", "person AP", "agreement F1", "leaked frames (no persistence)", "frames/s (median)"]
 
 
 def markdown(report: dict) -> str:
