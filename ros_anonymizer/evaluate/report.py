@@ -112,16 +112,24 @@ def privacy_utility_chart(report: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 5))
     ylabel = None
+    names = list(dict.fromkeys(row["name"] for row in report["methods"]))
+    colours = {name: plt.get_cmap("tab10")(i % 10) for i, name in enumerate(names)}
     for row in report["methods"]:
         x = _get(row, "privacy", "located_attack", "reidentification")
         y, ylabel = utility_axis(row)
         if math.isnan(x) or math.isnan(y):
             continue
-        ax.scatter(100 * x, y, s=40)
-        ax.annotate(row["label"], (100 * x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        first = not row["setting"]
+        ax.scatter(100 * x, y, s=50 if first else 25, color=colours[row["name"]], label=row["name"] if first else None)
+        if row["setting"]:
+            ax.annotate(", ".join(f"{v}" for v in row["setting"].values()), (100 * x, y), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color=colours[row["name"]])
     ax.set_xlabel("re-identification by dlib, located attack (%, lower is more private)")
     ax.set_ylabel(ylabel or "utility")
-    ax.set_title("Privacy vs utility, one point per filter and setting")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Privacy vs utility (small points: other settings of a filter)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
