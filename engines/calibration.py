@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ros_anonymizer.backends.base import ModelError
 from ros_anonymizer.backends.tensorrt_backend import open_cuda
+from ros_anonymizer.video import read_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov"}
@@ -31,7 +32,7 @@ def read_frames(source: str | Path, limit: int = 64) -> list[np.ndarray]:
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         frames = [_read_image(p) for p in _spread(files, limit)]
     elif source.suffix.lower() in VIDEO_SUFFIXES:
-        frames = _spread(_video_frames(source), limit)
+        frames = _spread(read_video(source), limit)
     else:
         raise ModelError(f"calibration data {source} is not a folder of images, a video or a rosbag2 folder.")
     frames = [f for f in frames if f is not None]
@@ -49,17 +50,6 @@ def _spread(items: list, limit: int) -> list:
 def _read_image(path: Path) -> np.ndarray | None:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
-
-
-def _video_frames(path: Path) -> list[np.ndarray]:
-    capture, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    capture.release()
-    return frames
 
 
 def _bag_frames(path: Path, limit: int) -> list[np.ndarray]:

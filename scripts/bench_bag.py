@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ros_anonymizer.bag.anonymize import anonymize_bag
 from ros_anonymizer.bag.types import IMAGE_TYPE, typestore
+from ros_anonymizer.video import read_video
 from ros_anonymizer.config import FILTERS, AnonymizerConfig
 from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model
 
@@ -39,12 +40,7 @@ def clip_with_faces(count: int) -> list[np.ndarray]:
     people = sorted(p for p in (DATA / "lfw" / "images").iterdir() if p.is_dir())[:8] if (DATA / "lfw").is_dir() else []
     if not clips or not people:
         sys.exit(f"bench_bag: needs the JHMDB clip and LFW faces under {DATA} (see its README.md).")
-    capture, clip = cv2.VideoCapture(str(clips[0])), []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        clip.append(cv2.resize(bgr[:, :, ::-1], SIZE, interpolation=cv2.INTER_LINEAR))
+    clip = [cv2.resize(rgb, SIZE, interpolation=cv2.INTER_LINEAR) for rgb in read_video(clips[0])]
     faces = [cv2.imread(str(sorted(p.glob("*.jpg"))[0]))[60:190, 70:180, ::-1] for p in people]
     frames = []
     for i in range(count):

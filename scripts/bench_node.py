@@ -26,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ros_anonymizer.video import read_video
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ROS_ANONYMIZER_DATA", REPO.parent / "shared" / "data"))
 PROFILE = REPO / "config" / "fastdds_shm.xml"
@@ -34,12 +36,7 @@ PROFILE = REPO / "config" / "fastdds_shm.xml"
 def frames(width: int, height: int) -> list[np.ndarray]:
     clips = sorted((DATA / "jhmdb" / "catch").glob("*.avi"))
     if clips:
-        capture, out = cv2.VideoCapture(str(clips[0])), []
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            out.append(cv2.resize(bgr[:, :, ::-1], (width, height)))
+        out = [cv2.resize(rgb, (width, height)) for rgb in read_video(clips[0])]
         if out:
             return out
     from skimage.data import astronaut

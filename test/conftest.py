@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from ros_anonymizer.video import read_video
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ROS_ANONYMIZER_DATA", REPO.parent / "shared" / "data"))
 
@@ -21,19 +23,6 @@ def require_data(*parts: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def read_video(path: Path, limit: int | None = None) -> list[np.ndarray]:
-    """RGB frames of a video file."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while limit is None or len(frames) < limit:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    capture.release()
-    return frames
 
 
 def read_rgb(path: Path) -> np.ndarray:
