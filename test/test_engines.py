@@ -19,7 +19,7 @@ import tensorrt_rtx as trt  # a dev requirement: the builder that needs no GPU
 from onnx import TensorProto, helper
 
 from engines.builder import BuildOptions, build_engine, onnx_profiles
-from engines.cache import build_cached, engine_path, resolve_engine
+from engines.cache import build_cached, resolve_engine
 from engines.calibration import calibration_batches, entropy_calibrator, read_frames
 from ros_anonymizer.backends import ModelError, load_backend
 from ros_anonymizer.backends.tensorrt_backend import (TensorRTBackend, read_verified_sidecar, sidecar_checksum,

@@ -90,7 +90,6 @@ def test_play_publishes_the_recorded_bytes_on_the_recorded_timing(ros_environmen
 
 
 def test_loop_plays_until_interrupted_and_skips_types_rclpy_lacks(ros_environment, tmp_path):
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
     store = get_typestore(Stores.ROS2_KILTED)
