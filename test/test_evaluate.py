@@ -100,6 +100,7 @@ def test_verification_is_high_on_identical_images_and_chance_under_a_full_mask(d
     assert hidden["pairs"] == clear["pairs"]
     evaluated = [p for p in study.pairs if study.originals[p.first.key].face is not None]
     assert hidden["verification_accuracy"] == pytest.approx(sum(not p.same for p in evaluated) / len(evaluated))
+    assert hidden["verification_accuracy"] == hidden["verification_chance"]
     assert hidden["reidentification"] == 0.0 and hidden["no_face_found"] == 1.0 and hidden["rank1_identification"] == 0.0
     assert hidden["naturalness"]["face_still_found"] == 0.0
 

@@ -309,6 +309,7 @@ class LfwStudy:
             "no_face_found": float(np.mean(np.isnan(probes[:, 0]))) if keys else float("nan"),
             "pairs": len(pairs),
             "verification_accuracy": verification_accuracy(pair_distance, same) if pairs else float("nan"),
+            "verification_chance": float(np.mean(~same)) if pairs else float("nan"),  # calling every pair "different"
             "verification_accuracy_tuned": best_accuracy,
             "verification_tuned_threshold": best_threshold,
             "rank1_identification": rank1,

@@ -91,7 +91,8 @@ def markdown(report: dict) -> str:
     if unseen:
         lines += [f"Privacy on the pairs of people no model was trained on ({lfw['trained_people']} trained people left out, "
                   f"{_get(unseen[0], 'privacy', 'unseen_people', 'pairs')} pairs, "
-                  f"{_get(unseen[0], 'privacy', 'unseen_people', 'faces')} anonymized faces):", "",
+                  f"{_get(unseen[0], 'privacy', 'unseen_people', 'faces')} anonymized faces; verification by chance: "
+                  f"{_pct(_get(unseen[0], 'privacy', 'unseen_people', 'verification_chance'))}):", "",
                   "| method | re-id | re-id located | verification | rank-1 |", "|---|---|---|---|---|"]
         lines += [f"| {row['label']} | " + " | ".join(_pct(_get(row, "privacy", "unseen_people", *key)) for key in
                                                     (("reidentification",), ("located_attack", "reidentification"),
