@@ -3,7 +3,6 @@ the real CenterFace and the real Pipeline, and the command end to end on a small
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 

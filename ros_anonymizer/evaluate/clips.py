@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from .leaks import LeakCounter
 from .speed import SpeedMeter
 from .utility import Clip, Detections, agreement, frame_map, person_ap
