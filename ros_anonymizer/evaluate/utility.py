@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from ..faces import box_iou
+from ..video import read_video
 from . import DatasetError
 
 IOU = 0.5
@@ -137,15 +138,8 @@ def agreement(reference: list[Detections], anonymized: list[Detections], thresho
 
 # Datasets --------------------------------------------------------------------------------
 
-def read_video(path: Path, max_frames: int | None = None) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while max_frames is None or len(frames) < max_frames:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
+def read_clip(path: Path, max_frames: int | None = None) -> list[np.ndarray]:
+    frames = read_video(path, max_frames)
     if not frames:
         raise DatasetError(f"cannot decode any frame of {path}; is it a video OpenCV can read?")
     return frames
@@ -168,7 +162,7 @@ def jhmdb_clips(root: str | Path, max_frames: int | None = None) -> list[Clip]:
             mask = scipy.io.loadmat(str(mask_path))["part_mask"]
         except (KeyError, ValueError, NotImplementedError, OSError):
             raise DatasetError(f"{mask_path} is not a JHMDB puppet mask (a MATLAB v5 file with 'part_mask').") from None
-        frames = read_video(video, max_frames)
+        frames = read_clip(video, max_frames)
         boxes = []
         for t in range(min(len(frames), mask.shape[2])):
             ys, xs = np.nonzero(mask[:, :, t])
@@ -205,7 +199,7 @@ def ucf24_clips(root: str | Path, max_frames: int | None = None) -> list[Clip]:
         key = f"{video.parent.name}/{video.stem}"
         if key not in annotations:
             continue
-        frames = read_video(video, max_frames)
+        frames = read_clip(video, max_frames)
         boxes = [[] for _ in frames]
         for tube in annotations[key]["annotations"]:
             xywh = np.asarray(tube["boxes"], np.float32).reshape(-1, 4)
@@ -247,7 +241,7 @@ def video_clip(path: str | Path, max_frames: int | None = None) -> Clip:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"video {path} does not exist.")
-    return Clip(f"video/{path.name}", read_video(path, max_frames))
+    return Clip(f"video/{path.name}", read_clip(path, max_frames))
 
 
 def _read_image(path: Path) -> np.ndarray:
