@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ros_anonymizer.actions import ActionDetector
 from ros_anonymizer.backends import load_backend
-from ros_anonymizer.faces import box_iou
+from ros_anonymizer.evaluate.utility import frame_ap as class_frame_ap
 
 from .data.actions import ActionFrames, collate, frame_refs, holdout_split, normalize_images, used_classes
 from .data.clips import read_frame
@@ -30,40 +30,12 @@ from .data.ucf24 import load_ucf24
 from .models.action_detector import IMAGENET_NORMALIZATION, PRESETS, build_action_detector, detection_loss, export_action_detector
 
 
-def average_precision(scores: np.ndarray, matched: np.ndarray, num_truth: int) -> float:
-    """VOC all-point AP from detection scores and whether each matched a new ground-truth box."""
-    if num_truth == 0:
-        return float("nan")
-    order = np.argsort(-scores, kind="stable")
-    tp = np.cumsum(matched[order])
-    fp = np.cumsum(~matched[order])
-    recall = np.concatenate([[0], tp / num_truth, [1]])
-    precision = np.concatenate([[1], tp / np.maximum(tp + fp, 1e-9), [0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    steps = np.flatnonzero(recall[1:] != recall[:-1])
-    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
-
-
 def frame_ap(detections: list, truths: list, num_classes: int, iou: float = 0.5) -> list[float]:
-    """Per-class frame-AP: `detections` per frame (boxes, scores, labels), `truths` per frame (boxes, labels)."""
-    result = []
-    for c in range(num_classes):
-        scores, matched, count = [], [], 0
-        for (d_boxes, d_scores, d_labels), (t_boxes, t_labels) in zip(detections, truths):
-            d, t = d_labels == c, t_labels == c
-            count += int(t.sum())
-            order = np.argsort(-d_scores[d], kind="stable")
-            boxes, taken = d_boxes[d][order], np.zeros(int(t.sum()), bool)
-            overlap = box_iou(boxes, t_boxes[t]) if len(boxes) and t.any() else np.zeros((len(boxes), 0))
-            for i in range(len(boxes)):
-                best = int(np.argmax(overlap[i])) if overlap.shape[1] else -1
-                hit = best >= 0 and overlap[i, best] >= iou and not taken[best]
-                if hit:
-                    taken[best] = True
-                matched.append(hit)
-            scores += list(d_scores[d][order])
-        result.append(average_precision(np.array(scores, np.float32), np.array(matched, bool), count))
-    return result
+    """Per-class frame-AP with the evaluation harness's metric: `detections` per frame (boxes, scores, labels),
+    `truths` per frame (boxes, labels)."""
+    return [class_frame_ap([(boxes[labels == c], scores[labels == c]) for boxes, scores, labels in detections],
+                           [boxes[labels == c] for boxes, labels in truths], iou)
+            for c in range(num_classes)]
 
 
 def evaluate_onnx(path: Path, refs, classes: tuple[str, ...]) -> list[float]:
