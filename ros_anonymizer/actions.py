@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends import Backend, ModelError, load_model
 from .config import AnonymizerConfig
-from .faces import box_iou
+from .faces import box_iou, greedy_match
 
 MODEL_KIND = "action_detector"
 INPUT_NAME = "image"
@@ -179,13 +179,8 @@ class ActionTracker:
         ids = np.zeros(len(boxes), np.int64)
         used = np.zeros(len(self._boxes), bool)
         if len(boxes) and len(self._boxes):
-            iou = box_iou(boxes, self._boxes)
-            for flat in np.argsort(-iou, axis=None):
-                d, t = np.unravel_index(flat, iou.shape)
-                if iou[d, t] < self.match_iou:
-                    break
-                if not ids[d] and not used[t]:
-                    ids[d], used[t] = self._ids[t], True
+            for d, t in greedy_match(box_iou(boxes, self._boxes), self.match_iou).items():
+                ids[d], used[t] = self._ids[t], True
         for d in np.flatnonzero(ids == 0):
             ids[d], self._next_id = self._next_id, self._next_id + 1
         coasting = ~used & (self._misses < self.max_misses)

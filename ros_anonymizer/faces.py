@@ -151,7 +151,7 @@ class FaceTracker:
 
     def update(self, faces: Faces, frame_shape: tuple[int, ...]) -> Faces:
         predicted = np.array([t.box + t.velocity for t in self._tracks], np.float32).reshape(-1, 4)
-        matches = _greedy_match(box_iou(faces.boxes, predicted), self.match_iou) if len(faces) and len(predicted) else {}
+        matches = greedy_match(box_iou(faces.boxes, predicted), self.match_iou) if len(faces) and len(predicted) else {}
         kept: list[_Track] = []
         for d, box in enumerate(faces.boxes):
             if d in matches:
@@ -185,7 +185,7 @@ class FaceTracker:
                      np.array([t.id for t in self._tracks], np.int64))
 
 
-def _greedy_match(iou: np.ndarray, threshold: float) -> dict[int, int]:
+def greedy_match(iou: np.ndarray, threshold: float) -> dict[int, int]:
     """Detection index -> track index, best overlaps first."""
     matches: dict[int, int] = {}
     for flat in np.argsort(-iou, axis=None):
