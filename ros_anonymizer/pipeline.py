@@ -83,7 +83,8 @@ class Pipeline:
 
     def reconfigure(self, config: AnonymizerConfig) -> None:
         """Apply changed run-time parameters; other changes need a restart and raise ConfigError."""
-        fixed = [k for k, v in config.to_dict().items() if v != getattr(self.config, k) and k not in config.dynamic_parameters()]
+        dynamic = config.dynamic_parameters()
+        fixed = [k for k, v in config.to_dict().items() if v != getattr(self.config, k) and k not in dynamic]
         if fixed:
             raise ConfigError(f"{', '.join(fixed)} cannot change while running; restart with the new value.")
         learned = self.learned
