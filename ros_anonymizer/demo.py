@@ -39,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
     cv2.imwrite(str(args.out / "input.png"), rgb[:, :, ::-1])
     filters = [f for f in FILTERS if f != "learned" or base.anonymizer_model or bundled_model(BUNDLED_ANONYMIZER)]
     panels = [("original", rgb)]
+    pipeline = Pipeline(base)
     for name in filters:
-        result = Pipeline(base.replace(filter=name)).process(rgb)
+        pipeline.reconfigure(base.replace(filter=name))
+        pipeline.reset()
+        result = pipeline.process(rgb)
         if result.image is None:
             print(f"{name}: frame dropped ({result.error})")
             continue
