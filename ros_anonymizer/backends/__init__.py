@@ -11,14 +11,17 @@ from pathlib import Path
 from .base import Backend, ModelError, TensorSpec
 
 
-def load_backend(model: str | Path | bytes, backend: str = "auto", *, use_gpu: bool = True, **options) -> Backend:
-    """Open `model` with the requested backend; raises ModelError with a user-facing message."""
+def load_backend(model: str | Path | bytes, backend: str = "auto", *, use_gpu: bool = True, threads: int = 0, **options) -> Backend:
+    """Open `model` with the requested backend; raises ModelError with a user-facing message.
+
+    `threads` bounds ONNX Runtime's CPU threads (0: one per core).
+    """
     if backend == "auto":
         backend = "tensorrt" if isinstance(model, (str, Path)) and str(model).endswith(".engine") else "onnxruntime"
     if backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model, use_gpu=use_gpu)
+        return OnnxRuntimeBackend(model, use_gpu=use_gpu, threads=threads)
     if backend == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
 
@@ -32,7 +35,7 @@ def load_model(model: str | Path | bytes, config, name: str) -> Backend:
     With `backend: tensorrt` and an ONNX model, the engine comes from the
     engine cache (`engine_cache_dir`, `trt_precision`, `build_if_missing`).
     """
-    return load_backend(model, config.backend, use_gpu=config.use_gpu, config=config, model_name=name)
+    return load_backend(model, config.backend, use_gpu=config.use_gpu, threads=config.cpu_threads, config=config, model_name=name)
 
 
 __all__ = ["Backend", "ModelError", "TensorSpec", "load_backend", "load_model"]

@@ -14,7 +14,7 @@ _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(i
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, model: str | Path | bytes, *, use_gpu: bool = True):
+    def __init__(self, model: str | Path | bytes, *, use_gpu: bool = True, threads: int = 0):
         import onnxruntime as ort
 
         if not isinstance(model, bytes):
@@ -27,6 +27,7 @@ class OnnxRuntimeBackend(Backend):
         providers.append("CPUExecutionProvider")  # named explicitly: some builds list Azure first
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = threads
         try:
             self._session = ort.InferenceSession(model, options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for every kind of bad file
