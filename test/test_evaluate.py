@@ -16,11 +16,17 @@ from conftest import REPO, require_data
 from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.evaluate import leaks, naturalness, privacy, recognizer, utility
 from ros_anonymizer.evaluate.methods import PipelineMethod, Unchanged, evaluation_config
+from ros_anonymizer.evaluate.workers import FaceWorkers
 
 
 @pytest.fixture(scope="module")
 def dlib_recognizer():
     return recognizer.FaceRecognizer()
+
+
+@pytest.fixture(scope="module")
+def in_process():
+    return FaceWorkers(1)
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +90,12 @@ def test_tuned_threshold_separates_what_the_fixed_one_does_not():
     assert accuracy == 1.0 and 0.75 < threshold < 0.9
 
 
-def test_verification_is_high_on_identical_images_and_chance_under_a_full_mask(dlib_recognizer, reference, tmp_path):
+def test_verification_is_high_on_identical_images_and_chance_under_a_full_mask(in_process, tmp_path):
     root = require_data("lfw")
     pairs = privacy.select_pairs(privacy.read_pairs(root / "pairsDevTrain.txt"), 8)
     assert sum(p.same for p in pairs) == 4
-    study = privacy.LfwStudy(root, pairs, dlib_recognizer, reference, cache=privacy.OriginalsCache(tmp_path / "c.npz"))
-    again = privacy.LfwStudy(root, pairs, None, None, cache=privacy.OriginalsCache(tmp_path / "c.npz"))  # all from the cache
+    study = privacy.LfwStudy(root, pairs, in_process, cache=privacy.OriginalsCache(tmp_path / "c.npz"))
+    again = privacy.LfwStudy(root, pairs, None, cache=privacy.OriginalsCache(tmp_path / "c.npz"))  # all from the cache
     assert np.array_equal(again.gallery, study.gallery) and again.gallery_keys == study.gallery_keys
     clear = study.run(Unchanged(), samples=2).metrics
     assert clear["reidentification"] == 1.0 and clear["located_attack"]["reidentification"] == 1.0
@@ -102,6 +108,20 @@ def test_verification_is_high_on_identical_images_and_chance_under_a_full_mask(d
     assert hidden["verification_accuracy"] == hidden["verification_chance"]
     assert hidden["reidentification"] == 0.0 and hidden["no_face_found"] == 1.0 and hidden["rank1_identification"] == 0.0
     assert hidden["naturalness"]["face_still_found"] == 0.0
+
+
+def test_worker_processes_measure_exactly_what_one_process_does(in_process):
+    root = require_data("lfw")
+    pairs = privacy.select_pairs(privacy.read_pairs(root / "pairsDevTrain.txt"), 6)
+    method = PipelineMethod(evaluation_config(AnonymizerConfig(filter="blur", blur_strength=0.1)))
+    alone = privacy.LfwStudy(root, pairs, in_process)
+    with FaceWorkers(2) as two:
+        spread = privacy.LfwStudy(root, pairs, two)
+        assert np.array_equal(spread.gallery, alone.gallery)
+        got, expected = spread.run(method, samples=2).metrics, alone.run(method, samples=2).metrics
+    for metrics in (got, expected):
+        metrics.pop("seconds")
+    assert got == expected and 0.0 < expected["naturalness"]["ssim_face"] < 1.0
 
 
 def test_bad_pairs_file_is_a_plain_error(tmp_path):
@@ -240,11 +260,11 @@ def test_an_unreadable_cache_is_ignored(tmp_path):
     assert privacy.OriginalsCache(tmp_path / "c.npz").entries == {}
 
 
-def test_privacy_is_also_reported_without_the_trained_people(dlib_recognizer, reference):
+def test_privacy_is_also_reported_without_the_trained_people(in_process):
     root = require_data("lfw")
     pairs = privacy.select_pairs(privacy.read_pairs(root / "pairsDevTrain.txt"), 6)
     trained = {pairs[0].first.person}
-    study = privacy.LfwStudy(root, pairs, dlib_recognizer, reference, trained_people=trained)
+    study = privacy.LfwStudy(root, pairs, in_process, trained_people=trained)
     metrics = study.run(Unchanged()).metrics
     untouched = [p for p in pairs if p.first.person not in trained and p.second.person not in trained]
     assert metrics["pairs"] == len(pairs) and metrics["unseen_people"]["pairs"] == len(untouched) < len(pairs)

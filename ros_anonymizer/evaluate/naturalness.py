@@ -17,9 +17,9 @@ FACE_SCORE = 0.5  # a face counts as "still found" at this CenterFace score
 MIN_OVERLAP = 0.3  # ... and only where it overlaps the original face
 
 
-def reference_detector(score_threshold: float = FACE_SCORE) -> CenterFaceDetector:
+def reference_detector(score_threshold: float = FACE_SCORE, threads: int = 0) -> CenterFaceDetector:
     """CenterFace at full resolution and fixed settings, independent of the configuration under test."""
-    return CenterFaceDetector(load_backend(centerface_onnx(), "onnxruntime", use_gpu=False), score_threshold, 1.0)
+    return CenterFaceDetector(load_backend(centerface_onnx(), "onnxruntime", use_gpu=False, threads=threads), score_threshold, 1.0)
 
 
 def main_face(faces: Faces, shape: tuple[int, ...]) -> np.ndarray | None:

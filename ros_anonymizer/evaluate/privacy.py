@@ -9,18 +9,16 @@ counted separately.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from . import DatasetError
-from .naturalness import face_still_found, main_face, ssim_inside_outside
 from .recognizer import DISTANCE_THRESHOLD, Face
+from .workers import FaceWorkers, Original, ProbeTask, content_key, read_rgb
 
 
 @dataclass(frozen=True)
@@ -89,13 +87,6 @@ def image_path(root: str | Path, ref: ImageRef) -> Path:
     raise DatasetError(f"LFW image {ref.key}.jpg is missing under {root} (expected images/{ref.person}/{ref.key}.jpg).")
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"{path} is not a readable image.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
 # Metrics over embeddings. A row of NaN is a face dlib did not find. -------------------------
 
 def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -150,12 +141,6 @@ def rank1_identification(probes: np.ndarray, probe_people: list[str], probe_keys
 # The study: originals described once, then every method run over the anonymized side. -----------
 
 @dataclass
-class Original:
-    face: Face | None  # dlib's face on the original image; None: dlib finds none, the image is left out
-    reference_box: np.ndarray | None  # CenterFace's face box (score >= 0.5), for naturalness
-
-
-@dataclass
 class MethodRun:
     """What one method did to the probe images: metrics, and a few outputs for the sample grid."""
 
@@ -203,32 +188,34 @@ class OriginalsCache:
 class LfwStudy:
     """LFW pairs with the second image of each pair anonymized; originals described once for all methods."""
 
-    def __init__(self, root: str | Path, pairs: list[Pair], recognizer, detector, progress=None,
+    def __init__(self, root: str | Path, pairs: list[Pair], workers: FaceWorkers | None, progress=None,
                  cache: OriginalsCache | None = None, trained_people: set[str] | None = None):
         self.root = Path(root)
         self.pairs = pairs
         self.trained_people = trained_people or set()  # figures are also given for the pairs of the other people
-        self.recognizer = recognizer
-        self.detector = detector
+        self.workers = workers
         self.progress = progress or (lambda items, **kw: items)
         cache = cache or OriginalsCache(None)
         refs = {r.key: r for p in pairs for r in (p.first, p.second)}
         self.probes = list({p.second.key: p.second for p in pairs}.values())
-        self.originals = {key: self._describe(ref, cache) for key, ref in
-                          self.progress(refs.items(), desc="originals", total=len(refs))}
+        self.originals = self._describe(refs, cache)
         cache.save()
         with_face = [k for k, o in self.originals.items() if o.face is not None]
         self.gallery_keys = with_face
         self.gallery_people = [refs[k].person for k in with_face]
         self.gallery = np.array([self.originals[k].face.embedding for k in with_face], np.float32).reshape(-1, 128)
 
-    def _describe(self, ref: ImageRef, cache: OriginalsCache) -> Original:
-        path = image_path(self.root, ref)
-        key = hashlib.sha1(path.read_bytes()).hexdigest()
-        if key not in cache.entries:
-            rgb = read_rgb(path)
-            cache.entries[key] = Original(self.recognizer.describe(rgb), main_face(self.detector(rgb), rgb.shape))
-        return cache.entries[key]
+    def _describe(self, refs: dict[str, ImageRef], cache: OriginalsCache) -> dict[str, Original]:
+        """What dlib and CenterFace find on each original, from the cache or from the workers."""
+        paths = {key: image_path(self.root, ref) for key, ref in refs.items()}
+        content = {key: content_key(path) for key, path in paths.items()}
+        missing = list(dict.fromkeys(c for c in content.values() if c not in cache.entries))
+        if missing:
+            first_path = {c: paths[k] for k, c in reversed(content.items())}
+            described = self.workers.describe_originals([first_path[c] for c in missing])
+            for c, original in zip(missing, self.progress(described, desc="originals", total=len(missing))):
+                cache.entries[c] = original
+        return {key: cache.entries[c] for key, c in content.items()}
 
     @property
     def originals_without_face(self) -> list[str]:
@@ -237,29 +224,28 @@ class LfwStudy:
     def run(self, method, samples: int = 0, located_probes: int | None = None) -> MethodRun:
         """Anonymize every probe with `method` and measure it; the located attack runs on the first `located_probes`."""
         start = time.perf_counter()
+        tasks, located_left = [], len(self.probes) if located_probes is None else located_probes
+        for index, ref in enumerate(self.probes):
+            original = self.originals[ref.key]
+            locate = original.face is not None and located_left > 0
+            located_left -= locate
+            tasks.append(ProbeTask(ref.key, image_path(self.root, ref), original, index < samples, locate))
         found_by_dlib, located, kept, dropped = {}, {}, [], 0
         still_found, ssim_face, ssim_rest = [], [], []
-        for index, ref in enumerate(self.progress(self.probes, desc=method.label, leave=False)):
-            original = self.originals[ref.key]
-            rgb = read_rgb(image_path(self.root, ref))
-            method.reset()  # each LFW image is its own scene: no face persists into the next
-            image = method(rgb).image
-            if index < samples:
-                kept.append(image)
-            dropped += image is None
-            unchanged = image is not None and np.array_equal(image, rgb)
-            if original.face is not None:
-                found_by_dlib[ref.key] = self._found_embedding(image, original.face, unchanged)
-                if located_probes is None or len(located) < located_probes:
-                    located[ref.key] = (original.face.embedding if unchanged else
-                                        np.full(128, np.nan, np.float32) if image is None else
-                                        self.recognizer.embed_at(image, original.face))
-            if original.reference_box is not None:
-                still_found.append(image is not None and face_still_found(self.detector(image), original.reference_box))
-                if image is not None:
-                    inside, outside = ssim_inside_outside(rgb, image, original.reference_box)
-                    ssim_face.append(inside)
-                    ssim_rest.append(outside)
+        for task, result in zip(tasks, self.progress(self.workers.measure(method, tasks), desc=method.label,
+                                                     total=len(tasks), leave=False)):
+            if task.keep_image:
+                kept.append(result.image)
+            dropped += result.dropped
+            if result.found is not None:
+                found_by_dlib[result.key] = result.found
+            if result.located is not None:
+                located[result.key] = result.located
+            if result.still_found is not None:
+                still_found.append(result.still_found)
+            if result.ssim is not None:
+                ssim_face.append(result.ssim[0])
+                ssim_rest.append(result.ssim[1])
         metrics = self._privacy(found_by_dlib, self.pairs)
         metrics["located_attack"] = self._located(located)
         if self.trained_people:
@@ -276,13 +262,6 @@ class LfwStudy:
         }
         metrics["seconds"] = round(time.perf_counter() - start, 1)
         return MethodRun(metrics, kept)
-
-    def _found_embedding(self, image: np.ndarray | None, original: Face, unchanged: bool) -> np.ndarray:
-        """The embedding of the face dlib finds where the original was; NaN when it finds none."""
-        if unchanged:
-            return original.embedding
-        face = None if image is None else self.recognizer.describe(image, near=original.box)
-        return np.full(128, np.nan, np.float32) if face is None else face.embedding
 
     def _located(self, located: dict[str, np.ndarray]) -> dict:
         keys = list(located)
