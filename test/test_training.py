@@ -85,6 +85,7 @@ def test_export_matches_torch_and_runs_in_the_runtime(tiny_run):
     assert backend.metadata["crop_size"] == str(cfg.crop_size)
     assert float(backend.metadata["box_enlarge"]) == cfg.box_enlarge
     assert backend.metadata["preset"] == "tiny" and "LFW" in backend.metadata["trained_on"]
+    assert json.loads(backend.metadata["trained_identities"]) == checkpoint.load(cfg.out_dir)["names"]
     learned = LearnedAnonymizer(backend)
     rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     out = rgb.copy()
@@ -135,6 +136,45 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, cache_dir):
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == sorted(set(steps)), "a resumed run must not repeat steps"
+
+
+def test_centerface_in_torch_matches_onnx_runtime_and_scores_faces():
+    from ros_anonymizer.backends import load_backend
+    from ros_anonymizer.faces import centerface_onnx
+    from training import losses
+    from training.models.face_detector import CenterFaceTorch
+
+    rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    frame = torch.from_numpy(rgb[:224, :224].transpose(2, 0, 1).copy()).float()[None]
+    detector = CenterFaceTorch()
+    expected = load_backend(centerface_onnx(), "onnxruntime", use_gpu=False).run({"input.1": frame.numpy()})
+    for got, want in zip(detector(frame), expected.values()):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-3)
+    face = torch.nn.functional.interpolate(frame[:, :, 60:190, 60:190] / 127.5 - 1, size=(64, 64), mode="area")[0]
+    faces = torch.stack([face, torch.zeros_like(face)]).requires_grad_(True)  # a real face and a flat grey square
+    scores = losses.face_scores(detector, faces)
+    assert scores[0] >= 0.8 and scores[1] < 0.2
+    losses.detectability_loss(detector, faces, 0.8).backward()
+    assert faces.grad[0].abs().max() == 0 and faces.grad[1].abs().max() > 0  # only the face CenterFace misses is pushed
+
+
+def test_fine_tuning_starts_from_an_exported_anonymizer(tiny_run, tmp_path, cache_dir):
+    from training.export import ExportError
+
+    cfg, records = tiny_run
+    exported = [r for r in records if r["kind"] == "export" and r["stage"] == "export"][-1]["path"]
+    tuned = tiny(tmp_path, cache_dir=str(cache_dir), init_anonymizer=exported, pretrain_d_steps=4, joint_steps=2,
+                 lambda_face=1.0, lambda_det=0.0, pretrain_a_steps=0, eval_every=2, log_every=1)
+    train(tuned, ["pretrain-d"])
+    start, trained = checkpoint.load(tuned.out_dir)["m"], checkpoint.load(cfg.out_dir)["m"]
+    for key in trained:  # D pretraining leaves a fine-tuned M as it was exported
+        torch.testing.assert_close(start[key], trained[key])
+    train(tuned, ["joint"])
+    log = [json.loads(line) for line in (Path(tuned.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["loss_face"] >= 0 for r in log if r["kind"] == "train" and r["stage"] == "joint")
+    assert 0.0 <= [r for r in log if r["kind"] == "eval"][-1]["face_found_modified"] <= 1.0
+    with pytest.raises(ExportError, match="init_anonymizer"):
+        train(tiny(tmp_path / "bad", cache_dir=str(cache_dir), init_anonymizer=str(tmp_path / "missing.onnx")), [])
 
 
 def test_paper_preset_builds_the_authors_networks():

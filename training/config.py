@@ -65,6 +65,9 @@ class TrainConfig:
     lambda_privacy: float = 1.0
     lambda_l1: float = 2.0
     lambda_det: float = 0.0  # weight of A's detection loss on frames with M(f) pasted (needs the action clips)
+    lambda_face: float = 0.0  # weight of the detectability term: CenterFace must still find a face in M's output
+    face_score_target: float = 0.8  # CenterFace score above which the detectability term is zero
+    init_anonymizer: str = ""  # an exported anonymizer ONNX whose weights start M (fine-tuning); "": random start
 
     # Action detector A (training/models/action_detector.py, training/data/actions.py).
     jhmdb_root: str = "../shared/data/jhmdb"  # "" leaves JHMDB out
@@ -84,6 +87,8 @@ class TrainConfig:
             raise TrainConfigError("d_channels and d_units need one entry per stage and d_input is [height, width].")
         if self.crop_size % 4:
             raise TrainConfigError(f"crop_size must be a multiple of 4 (two stride-2 stages in M), not {self.crop_size}.")
+        if not 0.0 < self.face_score_target < 1.0:
+            raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if not 0.0 <= self.holdout_identities < 1.0:
             raise TrainConfigError("holdout_identities is a fraction from 0 to 1.")
 

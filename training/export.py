@@ -6,6 +6,7 @@ same file runs in ONNX Runtime on a laptop and as an engine on a Jetson.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -22,8 +23,13 @@ class ExportError(RuntimeError):
 
 
 def export_anonymizer(model: torch.nn.Module, path: str | Path, *, crop_size: int, box_enlarge: float, preset: str,
-                      trained_on: str) -> dict:
-    """Write M to `path` with the anonymizer contract's metadata; returns the verification figures."""
+                      trained_on: str, trained_identities: list[str] = ()) -> dict:
+    """Write M to `path` with the anonymizer contract's metadata; returns the verification figures.
+
+    `trained_identities` (the people whose faces M was trained against) go
+    into the metadata, so an evaluation can report privacy on other people
+    without a side file.
+    """
     import onnx
 
     model = model.eval().float().cpu()
@@ -35,7 +41,8 @@ def export_anonymizer(model: torch.nn.Module, path: str | Path, *, crop_size: in
                           dynamic_axes={"faces": {0: "N"}, "anonymized": {0: "N"}}, opset_version=OPSET, dynamo=False)
     graph = fold_constants(onnx.load_from_string(buffer.getvalue()))
     metadata = {"model_kind": "anonymizer", "crop_size": str(crop_size), "value_range": "[-1, 1]",
-                "box_enlarge": str(float(box_enlarge)), "preset": preset, "trained_on": trained_on}
+                "box_enlarge": str(float(box_enlarge)), "preset": preset, "trained_on": trained_on,
+                "trained_identities": json.dumps(list(trained_identities))}
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph)
@@ -99,3 +106,27 @@ def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, crop_size: i
     if worst > TOLERANCE:
         raise ExportError(f"ONNX Runtime and torch differ by {worst:.2e} (> {TOLERANCE:.0e}); the export is wrong.")
     return {"max_abs_diff": worst, "tolerance": TOLERANCE, "batches_checked": list(batches)}
+
+
+def anonymizer_weights(path: str | Path, expected: dict) -> dict:
+    """M's state dict read back from an exported anonymizer, to fine-tune a shipped model.
+
+    The exporter keeps torch's parameter names as initializer names, so an
+    ONNX file this trainer wrote holds a complete state dict; anything else
+    (another preset, another network) is refused with a plain reason.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path))
+    except (OSError, DecodeError) as e:
+        raise ExportError(f"cannot read init_anonymizer {path}: {e.__class__.__name__}; give an anonymizer ONNX this trainer exported.") from None
+    found = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
+    missing = [k for k in expected if k not in found]
+    wrong = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    if missing or wrong:
+        raise ExportError(f"init_anonymizer {path} does not fit this preset's M ({len(missing)} weights missing, "
+                          f"{len(wrong)} of another shape); use the same m_channels, m_blocks and crop_size it was trained with.")
+    return {k: found[k].to(expected[k].dtype) for k in expected}

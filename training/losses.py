@@ -14,6 +14,8 @@ terms and blows up training. We use instead
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -49,6 +51,30 @@ def privacy_loss(kind: str, discriminator, modified_emb, original_emb, labels) -
 def l1_loss(modified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Keeps M's output close to the input so it still looks like a face (and the rest of the frame like itself)."""
     return (modified.float() - original.float()).abs().mean()
+
+
+def face_scores(detector, faces: torch.Tensor) -> torch.Tensor:
+    """CenterFace's strongest face-centre score in the middle of each crop (faces in [-1, 1], as M sees them).
+
+    The crop is enlarged 1.5x (to a multiple of 32) so the face is the size
+    CenterFace finds best; only the central half of the heatmap counts, so M
+    cannot satisfy the detector with a face-like blob in a corner.
+    """
+    size = -(-int(faces.shape[-1] * 1.5) // 32) * 32
+    rgb = F.interpolate((faces.float() + 1) * 127.5, size=(size, size), mode="bilinear", align_corners=False)
+    heatmap = detector(rgb)[0]
+    h, w = heatmap.shape[-2:]
+    return heatmap[:, 0, h // 4:h - h // 4, w // 4:w - w // 4].amax((1, 2))
+
+
+def detectability_loss(detector, faces: torch.Tensor, target: float) -> torch.Tensor:
+    """How far below `target` CenterFace's score on M's output is, in log terms; zero once it is above.
+
+    The issue's naturalness target is that CenterFace still finds a face in
+    the anonymized output; bounded like the privacy loss, so it stops pulling
+    once the face is found and cannot undo privacy for nothing.
+    """
+    return F.relu(math.log(target) - face_scores(detector, faces).clamp_min(1e-6).log()).mean()
 
 
 def accuracy(discriminator, embeddings: torch.Tensor, labels: torch.Tensor) -> float:

@@ -57,10 +57,11 @@ def plot_curves(records: list[dict], out_dir: str | Path) -> list[Path]:
     if evals:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         x = np.arange(len(evals))
-        for key, label in (("acc_original", "D on original faces"), ("acc_modified", "D on modified faces (M)")):
-            ax.plot(x, [r.get(key, np.nan) for r in evals], marker="o", label=label)
+        for key, label in (("acc_original", "D on original faces"), ("acc_modified", "D on modified faces (M)"),
+                           ("face_found_modified", "CenterFace finds a face in M's output")):
+            ax.plot(x, [r.get(key, np.nan) for r in evals], marker="o", label=label, linestyle="--" if key.startswith("face") else "-")
         ax.set_xticks(x, [f"{r['stage'][:5]}\n{r['step']}" for r in evals], fontsize=6)
-        ax.set_ylabel("identity accuracy (validation images)")
+        ax.set_ylabel("share of validation faces")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=8)
         fig.tight_layout()

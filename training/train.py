@@ -29,9 +29,11 @@ from .config import TrainConfig, TrainConfigError
 from .data.faces import FaceSplits, load_face_splits, to_tensor, to_uint8
 from .models.anonymizer import build_anonymizer
 from .models.discriminator import build_discriminator, to_discriminator_input
+from .models.face_detector import CenterFaceTorch
 from .report import MetricsLog, face_grid, plot_curves
 
 STAGES = ("pretrain-d", "pretrain-a", "joint", "export")
+FACE_FOUND = 0.5  # CenterFace score at which the evaluation's naturalness figure counts a face as found
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -76,6 +78,7 @@ class Run:
         self.d = build_discriminator(cfg, len(self.data.names)).to(self.device)
         self.opt_m = torch.optim.Adam(self.m.parameters(), lr=cfg.lr_m, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.9, 0.999), weight_decay=5e-4)
+        self.face_detector = CenterFaceTorch().to(self.device)  # the detectability loss, and the face-found figure of every evaluation
         self.progress = {stage: 0 for stage in STAGES}
         self.action = None  # (model, optimiser, dataset) once the action detector is available
 
@@ -150,7 +153,7 @@ def _soft_ellipse(size: int) -> np.ndarray:
 def evaluate(run: Run, stage: str, step: int) -> dict:
     """D's identity accuracy on held-back images of the trained people, original and after M."""
     run.m.eval(), run.d.eval()
-    correct_orig = correct_mod = 0
+    correct_orig = correct_mod = found = 0
     l1 = 0.0
     for start in range(0, len(run.val_y), 256):
         x, y = run.val_x[start:start + 256], run.val_y[start:start + 256]
@@ -159,9 +162,11 @@ def evaluate(run: Run, stage: str, step: int) -> dict:
             emb_o, emb_m = run.d_embed(x, run.d), run.d_embed(modified, run.d)
         correct_orig += (run.d.cosine(emb_o.float()).argmax(1) == y).sum().item()
         correct_mod += (run.d.cosine(emb_m.float()).argmax(1) == y).sum().item()
+        found += (losses.face_scores(run.face_detector, modified) >= FACE_FOUND).sum().item()
         l1 += (modified - x).abs().mean().item() * len(y)
     n = max(len(run.val_y), 1)
-    record = {"kind": "eval", "stage": stage, "step": step, "acc_original": correct_orig / n, "acc_modified": correct_mod / n, "l1": l1 / n}
+    record = {"kind": "eval", "stage": stage, "step": step, "acc_original": correct_orig / n, "acc_modified": correct_mod / n,
+              "face_found_modified": found / n, "l1": l1 / n}
     run.log.write(**record)
     run.m.train(), run.d.train()
     return record
@@ -174,18 +179,25 @@ def pretrain_d(run: Run, steps: int):
     So the joint stage starts from a D that recognises the people and an M
     whose output D still recognises: any fall of D's accuracy on modified
     faces afterwards is the adversarial game's doing, not M's random start.
+    An M started from `init_anonymizer` is left as it is: it already anonymizes.
     """
+    train_m = not run.cfg.init_anonymizer
     for step in _steps(run, "pretrain-d", steps):
         x, y = run.batch("pretrain-d", step)
         with run.autocast():
             loss_d = losses.identity_loss(run.d, run.d_embed(x).float(), y)
-            loss_rec = losses.l1_loss(run.pasted(run.m_train(x).float(), x), x)
+            record = {"loss_d_original": loss_d.item()}
+            if train_m:
+                loss_rec = losses.l1_loss(run.pasted(run.m_train(x).float(), x), x)
+                loss_d = loss_d + loss_rec
+                record["loss_l1"] = loss_rec.item()
         run.opt_d.zero_grad(set_to_none=True)
         run.opt_m.zero_grad(set_to_none=True)
-        (loss_d + loss_rec).backward()
+        loss_d.backward()
         run.opt_d.step()
-        run.opt_m.step()
-        _after_step(run, "pretrain-d", step, steps, {"loss_d_original": loss_d.item(), "loss_l1": loss_rec.item()})
+        if train_m:
+            run.opt_m.step()
+        _after_step(run, "pretrain-d", step, steps, record)
 
 
 def pretrain_a(run: Run, steps: int):
@@ -242,6 +254,10 @@ def joint(run: Run, steps: int):
         loss_m = cfg.lambda_privacy * loss_priv + cfg.lambda_l1 * loss_l1
         record = {"loss_d_original": loss_d_orig.item(), "loss_d_modified": loss_d_mod.item(),
                   "loss_privacy": loss_priv.item(), "loss_l1": loss_l1.item()}
+        if cfg.lambda_face > 0:
+            loss_face = losses.detectability_loss(run.face_detector, modified, cfg.face_score_target)
+            loss_m = loss_m + cfg.lambda_face * loss_face
+            record["loss_face"] = loss_face.item()
         run.opt_m.zero_grad(set_to_none=True)
         if with_det:
             _, opt_a, data = run.action
@@ -289,9 +305,11 @@ def export_stage(run: Run):
     cfg = run.cfg
     trained_on = (f"{cfg.dataset_name}: {len(run.data.names)} identities, {len(run.data.train)} face crops; "
                   f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
-                  f"privacy loss {cfg.privacy_loss}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}; seed {cfg.seed}")
+                  f"privacy loss {cfg.privacy_loss}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}; "
+                  + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "") + f"seed {cfg.seed}")
     result = export.export_anonymizer(run.m, run.out / f"anonymizer_{cfg.preset}.onnx", crop_size=cfg.crop_size,
-                                      box_enlarge=cfg.box_enlarge, preset=cfg.preset, trained_on=trained_on)
+                                      box_enlarge=cfg.box_enlarge, preset=cfg.preset, trained_on=trained_on,
+                                      trained_identities=run.data.names)
     run.log.write(kind="export", stage="export", step=0, **result)
     tqdm.write(f"exported {result['path']} ({result['bytes'] / 1e6:.1f} MB), ONNX Runtime vs torch max |diff| "
                f"{result['max_abs_diff']:.1e} (tolerance {result['tolerance']:.0e})")
@@ -347,7 +365,8 @@ def _after_step(run: Run, stage: str, step: int, total: int, record: dict):
     if stage != "pretrain-a" and (done % cfg.eval_every == 0 or done == total):
         ev = evaluate(run, stage, done)
         if run.main:
-            tqdm.write(f"{stage} {done}/{total}: D accuracy original {ev['acc_original']:.2f}, modified {ev['acc_modified']:.2f}, L1 {ev['l1']:.3f}")
+            tqdm.write(f"{stage} {done}/{total}: D accuracy original {ev['acc_original']:.2f}, modified {ev['acc_modified']:.2f}, "
+                       f"face found in modified {ev['face_found_modified']:.2f}, L1 {ev['l1']:.3f}")
     if done % cfg.checkpoint_every == 0 or done == total:
         run.save()
 
@@ -404,6 +423,8 @@ def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.to_dict().items()))
     resumed = run.restore()
+    if not resumed and cfg.init_anonymizer:
+        run.m.load_state_dict(export.anonymizer_weights(cfg.init_anonymizer, run.m.state_dict()))
     run.action = _load_action_detector(run)
     if run.action is not None and resumed and run._saved_action[0] is not None:
         run.action[0].load_state_dict(run._saved_action[0])
