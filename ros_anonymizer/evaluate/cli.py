@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"nothing to evaluate: {args.data} has no lfw/ or clip datasets; give --lfw and/or --jhmdb, --ucf24, --mot, --video.")
 
     methods = build_methods(names, config, notes)
-    sweeps = sweep_methods(names, config) if args.sweep_pairs else []
+    shared = next((m.pipeline for m in methods if isinstance(m, PipelineMethod)), None)
+    sweeps = sweep_methods(names, config, shared) if args.sweep_pairs else []
     report = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "config": config.to_dict(), "notes": notes, "methods": []}
     rows = {m.label: {"name": m.name, "setting": m.setting, "label": m.label} for m in methods + sweeps}
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                            for c in clips]
         for method in progress(methods + sweeps, desc="clips"):
             rows[method.label]["clips"] = study.run(method)
-            if isinstance(method, PipelineMethod) and method.pipeline.config.persist_frames:
+            if isinstance(method, PipelineMethod) and method.config.persist_frames:
                 rows[method.label]["leaks_without_persistence"] = study.run(_without_persistence(method), measure_utility=False)["leaks"]
     else:
         notes.append("utility, leaks and speed: skipped, no clips.")
@@ -143,11 +144,10 @@ def _privacy(args, root, pairs_file, methods, sweeps, progress, rows, samples, r
 def _trained_identities(methods, notes: list[str]) -> set[str]:
     """The people the learned anonymizer was trained against, from its ONNX metadata (empty when it does not say)."""
     for method in methods:
-        learned = getattr(getattr(method, "pipeline", None), "learned", None)
-        if learned is None:
+        if method.name != "learned":
             continue
         try:
-            names = json.loads(learned.backend.metadata.get("trained_identities", "[]"))
+            names = json.loads(method.pipeline.learned.backend.metadata.get("trained_identities", "[]"))
         except json.JSONDecodeError:
             names = []
         if names:
@@ -201,4 +201,4 @@ def _action_detector(args, config, notes):
 
 
 def _without_persistence(method):
-    return PipelineMethod(method.pipeline.config.replace(persist_frames=0), method.setting)
+    return PipelineMethod(method.config.replace(persist_frames=0), method.setting, method.pipeline)
