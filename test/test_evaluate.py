@@ -15,7 +15,7 @@ from conftest import REPO, require_data
 
 from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.evaluate import leaks, naturalness, privacy, recognizer, utility
-from ros_anonymizer.evaluate.methods import PipelineMethod, Unchanged, evaluation_config
+from ros_anonymizer.evaluate.methods import PipelineMethod, Unchanged, build_methods, evaluation_config, trained_identities
 from ros_anonymizer.evaluate.workers import FaceWorkers
 
 
@@ -122,6 +122,16 @@ def test_worker_processes_measure_exactly_what_one_process_does(in_process):
     for metrics in (got, expected):
         metrics.pop("seconds")
     assert got == expected and 0.0 < expected["naturalness"]["ssim_face"] < 1.0
+
+
+def test_the_bundled_anonymizer_names_the_people_it_was_trained_against():
+    notes = []
+    methods = build_methods(["blur", "learned"], AnonymizerConfig(use_gpu=False), notes)
+    people = trained_identities(methods)
+    assert len(people) > 100 and any("learned: anonymizer trained on" in n for n in notes)
+    images = require_data("lfw", "images")
+    assert all((images / name).is_dir() for name in people)
+    assert trained_identities(methods[:1]) == set()
 
 
 def test_bad_pairs_file_is_a_plain_error(tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
@@ -21,7 +20,7 @@ from ..cli import UserError
 from ..file_cli import add_config_arguments, config_from_args
 from ..filters import bundled_model
 from .clips import ClipStudy
-from .methods import METHODS, PipelineMethod, build_methods, sweep_methods
+from .methods import METHODS, PipelineMethod, build_methods, sweep_methods, trained_identities
 from .naturalness import reference_detector
 from .privacy import LfwStudy, OriginalsCache, read_pairs, select_pairs
 from .report import write_report
@@ -44,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=Path, help="LFW pairs file (default: pairsDevTrain.txt or pairs.txt in --lfw)")
     parser.add_argument("--max-pairs", type=int, help="use this many pairs, half matched and half mismatched (default: all)")
     parser.add_argument("--trained-people", type=Path,
-                        help="names of the LFW people a model was trained on, one a line: privacy is also reported without their pairs")
+                        help="names of the LFW people a model was trained on, one a line: privacy is also reported without "
+                             "their pairs (default: the names in the learned anonymizer's metadata)")
     parser.add_argument("--located-probes", type=int, default=300,
                         help="anonymized faces also attacked at their known location (the slowest attack; default 300)")
     parser.add_argument("--jhmdb", type=Path, help="JHMDB folder (<class>/<clip>.avi, puppet_mask/); 'none' skips it")
@@ -118,7 +118,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _privacy(args, root, pairs_file, methods, sweeps, progress, rows, samples, report) -> None:
     pairs = select_pairs(read_pairs(pairs_file), args.max_pairs)
-    trained = _people(args.trained_people) if args.trained_people else _trained_identities(methods, report["notes"])
+    trained = _people(args.trained_people) if args.trained_people else trained_identities(methods)
+    if trained and not args.trained_people:
+        report["notes"].append(f"privacy: the learned anonymizer's metadata names the {len(trained)} people it was trained "
+                               "against; figures without their pairs are reported as unseen_people.")
     with FaceWorkers(args.workers) as workers:
         cache = OriginalsCache(None if str(args.cache) == "none" else args.cache.expanduser() / f"lfw_originals_up{workers.upsample}.npz")
         cached = len(cache.entries)
@@ -139,22 +142,6 @@ def _privacy(args, root, pairs_file, methods, sweeps, progress, rows, samples, r
                 result = sweep_study.run(method, args.samples, args.located_probes)
                 rows[method.label]["privacy"] = result.metrics
                 samples[method.label] = result.samples
-
-
-def _trained_identities(methods, notes: list[str]) -> set[str]:
-    """The people the learned anonymizer was trained against, from its ONNX metadata (empty when it does not say)."""
-    for method in methods:
-        if method.name != "learned":
-            continue
-        try:
-            names = json.loads(method.pipeline.learned.backend.metadata.get("trained_identities", "[]"))
-        except json.JSONDecodeError:
-            names = []
-        if names:
-            notes.append(f"privacy: {len(names)} people the learned anonymizer was trained against (from its metadata); "
-                         "figures without their pairs are reported as unseen_people.")
-        return {str(n) for n in names}
-    return set()
 
 
 def _people(path: Path) -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -169,3 +170,14 @@ def sweep_methods(names: list[str], config: AnonymizerConfig, pipeline: Pipeline
                     methods.append(PipelineMethod(config.replace(filter=name, **{parameter: value}), {parameter: value}, pipeline))
                     pipeline = methods[-1].pipeline
     return methods
+
+
+def trained_identities(methods: list[Method]) -> set[str]:
+    """The people the learned anonymizer was trained against, from its ONNX metadata (empty when it does not say)."""
+    for method in methods:
+        if method.name == "learned":
+            try:
+                return {str(n) for n in json.loads(method.pipeline.learned.backend.metadata.get("trained_identities", "[]"))}
+            except (json.JSONDecodeError, TypeError):
+                return set()
+    return set()
