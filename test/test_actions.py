@@ -22,7 +22,7 @@ from training.data.jhmdb import load_jhmdb
 from training.data.ucf24 import CLASSES as UCF_CLASSES, load_ucf24, read_annotations
 from training.models.action_detector import (IMAGENET_NORMALIZATION, ActionDetectorExport, build_action_detector,
                                              detection_loss, export_action_detector)
-from training.train_action_detector import frame_ap
+from training.train_action_detector import anonymized_frames, frame_ap
 
 JHMDB_CLIP = "Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2"
 UCF_VIDEO = "Basketball/v_Basketball_g01_c01"
@@ -128,6 +128,16 @@ def test_face_boxes_are_computed_once_and_cached(tmp_path, jhmdb_clip, jhmdb_fra
     again = FaceBoxCache(tmp_path / "cache")
     again._detector = "must not run"  # a second cache object reads the file instead of detecting again
     assert all(np.array_equal(a, b) for a, b in zip(again.boxes(frames), found))
+
+
+def test_a_can_train_on_the_frames_the_runtime_publishes(jhmdb_clip, jhmdb_frames):
+    refs = [FrameRef(jhmdb_clip, t) for t in (32, 36, 39)]  # frames where the goalkeeper's face is visible
+    published = anonymized_frames(refs, "learned")
+    assert set(published) == {(jhmdb_clip.name, t) for t in (32, 36, 39)}
+    assert all(not np.array_equal(published[jhmdb_clip.name, t], jhmdb_frames[t]) for t in (32, 36, 39))
+    item = ActionFrames(refs[:1], SMALL_INPUT, frames=published)[0]
+    expected, _ = letterbox(published[jhmdb_clip.name, 32], SMALL_INPUT)
+    assert np.array_equal(item["image"].permute(1, 2, 0).numpy(), expected)
 
 
 def test_pasting_anonymized_faces_changes_only_faces_and_passes_gradients():

@@ -4,7 +4,8 @@
 
 Held-out frames are the last 20% of each clip's annotated frames; the score
 is frame-mAP@0.5 of the exported ONNX model run through the runtime's
-`ActionDetector` on the original frames, so it measures what the robot runs.
+`ActionDetector` on the original frames (and, with `--anonymize`, on the
+frames the runtime anonymized), so it measures what the robot runs.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from tqdm import tqdm
 
 from ros_anonymizer.actions import ActionDetector
 from ros_anonymizer.backends import load_backend
+from ros_anonymizer.config import FILTERS, AnonymizerConfig
 from ros_anonymizer.evaluate.utility import frame_ap as class_frame_ap
+from ros_anonymizer.pipeline import Pipeline
 
 from .data.actions import ActionFrames, collate, frame_refs, holdout_split, normalize_images, used_classes
 from .data.clips import read_frame
@@ -38,13 +41,33 @@ def frame_ap(detections: list, truths: list, num_classes: int, iou: float = 0.5)
             for c in range(num_classes)]
 
 
-def evaluate_onnx(path: Path, refs, classes: tuple[str, ...]) -> list[float]:
-    """Frame-AP per class of an exported model on original frames, through the runtime's decode."""
+def anonymized_frames(refs, filter_name: str) -> dict:
+    """Each frame as the robot would publish it (the runtime's Pipeline with `filter_name`), keyed by (clip, frame).
+
+    Frames run in clip order with a track reset between clips, as a
+    recording would; a frame the pipeline drops cannot be trained on, so it
+    stops the command.
+    """
+    pipeline = Pipeline(AnonymizerConfig(filter=filter_name, use_gpu=False, frame_deadline_ms=0.0))
+    frames, clip = {}, None
+    for ref in sorted(refs, key=lambda r: (r.clip.name, r.frame)):
+        if ref.clip is not clip:
+            clip = ref.clip
+            pipeline.reset()
+        result = pipeline.process(read_frame(ref.clip.video, ref.frame))
+        if result.image is None:
+            raise RuntimeError(f"the {filter_name} pipeline dropped {ref.clip.name} frame {ref.frame}: {result.error}")
+        frames[ref.clip.name, ref.frame] = result.image
+    return frames
+
+
+def evaluate_onnx(path: Path, refs, classes: tuple[str, ...], frames: dict | None = None) -> list[float]:
+    """Frame-AP per class of an exported model, through the runtime's decode, on original frames (or `frames`)."""
     detector = ActionDetector(load_backend(path, "onnxruntime", use_gpu=False), score_threshold=0.01)
     detections, truths = [], []
     for ref in refs:
         detector.reset()
-        actions = detector(read_frame(ref.clip.video, ref.frame))
+        actions = detector(frames[ref.clip.name, ref.frame] if frames is not None else read_frame(ref.clip.video, ref.frame))
         detections.append((actions.boxes, actions.scores, actions.labels))
         names = [ref.clip.class_names[label] for label in ref.clip.labels[ref.frame]]
         keep = np.array([n in classes for n in names], bool)
@@ -94,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=float, default=0.2, help="fraction of each clip's annotated frames held out")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--anonymize", choices=("none",) + FILTERS, default="none",
+                        help="train on frames anonymized by the runtime with this filter (the paper trains A on M's output); "
+                             "held-out frames are scored both raw and anonymized")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -105,23 +131,34 @@ def main(argv: list[str] | None = None) -> int:
     train_refs, held_refs = holdout_split(frame_refs(clips), args.holdout)
     classes = used_classes(train_refs)
     input_size = PRESETS[args.preset]["input_size"]
-    dataset = ActionFrames(train_refs, input_size, classes, augment=True)
+    try:
+        frames = anonymized_frames(train_refs + held_refs, args.anonymize) if args.anonymize != "none" else None
+    except RuntimeError as e:
+        print(f"train_action_detector: error: {e}", file=sys.stderr)
+        return 2
+    dataset = ActionFrames(train_refs, input_size, classes, augment=True, frames=frames)
     model = build_action_detector({"preset": args.preset, "num_classes": len(classes)})
     history = train(model, dataset, args.steps, args.batch_size, args.lr, args.max_minutes, args.seed)
 
     out = Path(args.out)
-    trained_on = (f"{len(clips)} clips ({', '.join(c.name for c in clips)}), {len(train_refs)} frames; "
+    trained_on = (f"{len(clips)} clips ({', '.join(c.name for c in clips)}), {len(train_refs)} frames"
+                  + (f" anonymized by the runtime's {args.anonymize} filter" if frames is not None else "") + "; "
                   f"{len(history)} steps of batch {args.batch_size}, seed {args.seed}. A pipeline demonstrator, not a general action detector.")
     check = [normalize_images(dataset[i]["image"][None]).numpy() for i in range(min(2, len(dataset)))]
     worst = export_action_detector(model, out, input_size, classes, IMAGENET_NORMALIZATION, trained_on,
                                    preset=args.preset, check_inputs=check)
     held_ap = evaluate_onnx(out, held_refs, classes)
-    train_ap = evaluate_onnx(out, train_refs, classes)
+    train_ap = evaluate_onnx(out, train_refs, classes, frames)
     report = {"classes": classes, "clips": [c.name for c in clips], "train_frames": len(train_refs),
               "held_out_frames": len(held_refs), "steps": len(history), "minutes": history[-1]["time"] / 60 if history else 0,
               "final_loss": history[-1] if history else None, "first_loss": history[0] if history else None,
               "held_out_frame_ap": dict(zip(classes, held_ap)), "held_out_frame_map": float(np.nanmean(held_ap)),
-              "train_frame_map": float(np.nanmean(train_ap)), "onnx_vs_torch": worst, "bytes": out.stat().st_size}
+              "train_frame_map": float(np.nanmean(train_ap)), "onnx_vs_torch": worst, "bytes": out.stat().st_size,
+              "anonymized_with": args.anonymize}
+    if frames is not None:
+        held_anonymized = evaluate_onnx(out, held_refs, classes, frames)
+        report["held_out_anonymized_frame_ap"] = dict(zip(classes, held_anonymized))
+        report["held_out_anonymized_frame_map"] = float(np.nanmean(held_anonymized))
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     out.with_suffix(".history.jsonl").write_text("\n".join(json.dumps(h) for h in history) + "\n")
     print(json.dumps(report, indent=1))

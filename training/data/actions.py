@@ -124,8 +124,9 @@ class ActionFrames(torch.utils.data.Dataset):
     """
 
     def __init__(self, refs: Sequence[FrameRef], input_size: Sequence[int], classes: Sequence[str] | None = None,
-                 face_cache: FaceBoxCache | None = None, augment: bool = False):
+                 face_cache: FaceBoxCache | None = None, augment: bool = False, frames: Mapping | None = None):
         self.refs = list(refs)
+        self.frames = frames  # replacement RGB frames keyed by (clip name, frame), e.g. anonymized by the runtime
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.classes = tuple(classes) if classes is not None else used_classes(self.refs)
         self.face_cache = face_cache
@@ -137,7 +138,7 @@ class ActionFrames(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         ref = self.refs[index]
         clip = ref.clip
-        rgb = read_frame(clip.video, ref.frame)
+        rgb = self.frames[clip.name, ref.frame] if self.frames is not None else read_frame(clip.video, ref.frame)
         names = [clip.class_names[label] for label in clip.labels[ref.frame]]
         keep = np.array([name in self.classes for name in names], bool)
         boxes = clip.boxes[ref.frame][keep].copy()
