@@ -132,7 +132,7 @@ def test_face_boxes_are_computed_once_and_cached(tmp_path, jhmdb_clip, jhmdb_fra
 
 def test_a_can_train_on_the_frames_the_runtime_publishes(jhmdb_clip, jhmdb_frames):
     refs = [FrameRef(jhmdb_clip, t) for t in (32, 36, 39)]  # frames where the goalkeeper's face is visible
-    published = anonymized_frames(refs, "learned")
+    published = anonymized_frames(refs, AnonymizerConfig(filter="learned"))
     assert set(published) == {(jhmdb_clip.name, t) for t in (32, 36, 39)}
     assert all(not np.array_equal(published[jhmdb_clip.name, t], jhmdb_frames[t]) for t in (32, 36, 39))
     item = ActionFrames(refs[:1], SMALL_INPUT, frames=published)[0]

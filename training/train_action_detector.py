@@ -41,14 +41,14 @@ def frame_ap(detections: list, truths: list, num_classes: int, iou: float = 0.5)
             for c in range(num_classes)]
 
 
-def anonymized_frames(refs, filter_name: str) -> dict:
-    """Each frame as the robot would publish it (the runtime's Pipeline with `filter_name`), keyed by (clip, frame).
+def anonymized_frames(refs, config: AnonymizerConfig) -> dict:
+    """Each frame as the robot would publish it (the runtime's Pipeline with `config`), keyed by (clip, frame).
 
     Frames run in clip order with a track reset between clips, as a
     recording would; a frame the pipeline drops cannot be trained on, so it
     stops the command.
     """
-    pipeline = Pipeline(AnonymizerConfig(filter=filter_name, use_gpu=False, frame_deadline_ms=0.0))
+    pipeline = Pipeline(config.replace(use_gpu=False, frame_deadline_ms=0.0))
     frames, clip = {}, None
     for ref in sorted(refs, key=lambda r: (r.clip.name, r.frame)):
         if ref.clip is not clip:
@@ -56,7 +56,7 @@ def anonymized_frames(refs, filter_name: str) -> dict:
             pipeline.reset()
         result = pipeline.process(read_frame(ref.clip.video, ref.frame))
         if result.image is None:
-            raise RuntimeError(f"the {filter_name} pipeline dropped {ref.clip.name} frame {ref.frame}: {result.error}")
+            raise RuntimeError(f"the {config.filter} pipeline dropped {ref.clip.name} frame {ref.frame}: {result.error}")
         frames[ref.clip.name, ref.frame] = result.image
     return frames
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = used_classes(train_refs)
     input_size = PRESETS[args.preset]["input_size"]
     try:
-        frames = anonymized_frames(train_refs + held_refs, args.anonymize) if args.anonymize != "none" else None
+        frames = anonymized_frames(train_refs + held_refs, AnonymizerConfig(filter=args.anonymize)) if args.anonymize != "none" else None
     except RuntimeError as e:
         print(f"train_action_detector: error: {e}", file=sys.stderr)
         return 2
