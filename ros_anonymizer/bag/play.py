@@ -18,6 +18,10 @@ from ..cli import UserError
 from .reading import open_bag, read_messages
 
 ACK_TIMEOUT_S = 5.0  # at the end, how long reliable subscribers get to receive the last messages
+# Once the publisher sees a subscriber, the subscriber may not yet have matched the publisher: a
+# reliable, volatile message sent in between is lost (here: the first frame of about one replay in
+# four). Discovery finishes on both sides well within this.
+MATCH_SETTLE_S = 0.5
 
 
 def parse_remaps(items: list[str]) -> dict[str, str]:
@@ -122,6 +126,7 @@ def _wait_for_subscribers(publishers: dict, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while timeout > 0 and time.monotonic() < deadline:
         if all(p.get_subscription_count() > 0 for p in unique):
+            time.sleep(MATCH_SETTLE_S)
             return
         time.sleep(0.05)
     if timeout > 0:
