@@ -74,8 +74,11 @@ class PipelineMethod(Method):
         self.name = config.filter
         self.setting = setting or {}
         self.config = config
-        self.pipeline = pipeline or Pipeline(config)
-        self.pipeline.reconfigure(config)  # loads the learned anonymizer now, so a bad model fails before any measurement
+        if pipeline is None:
+            pipeline = Pipeline(config)
+        else:
+            pipeline.reconfigure(config)  # loads the learned anonymizer now, so a bad model fails before any measurement
+        self.pipeline = pipeline
 
     def __call__(self, rgb: np.ndarray) -> Output:
         if self.pipeline.config != self.config:
