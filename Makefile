@@ -8,13 +8,13 @@ OUT ?= out
 
 .PHONY: demo test bench evaluate train engines clean
 
-$(STAMP): requirements/runtime.txt requirements/dev.txt setup.py scripts/build_interfaces.sh $(wildcard ros_anonymizer/interfaces/vision_msgs/*.msg)
+$(STAMP): requirements/runtime.txt requirements/dev.txt setup.py engines/pyproject.toml training/pyproject.toml scripts/build_interfaces.sh $(wildcard ros_anonymizer/interfaces/vision_msgs/*.msg)
 	@[ -n "$(PYTHON)" ] || { echo "No python3 found: install Python 3.10-3.12 and run again."; exit 1; }
 	bash scripts/system_packages.sh $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . -e engines -e training
 	bash scripts/build_interfaces.sh $(VENV)
 	touch $@
 
@@ -34,7 +34,7 @@ evaluate: $(STAMP)
 # Train M and D (PRESET=tiny|edge|paper; edge wants a GPU); resumes from runs/$(PRESET)/last.pt. See docs/training.md.
 PRESET ?= edge
 train: $(STAMP)
-	$(BIN)/python -m training all --config $(PRESET)
+	$(BIN)/python -m ros_anonymizer_training all --config $(PRESET)
 
 clean:
 	rm -rf $(VENV) build install log $(OUT)

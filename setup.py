@@ -7,7 +7,8 @@ package_name = "ros_anonymizer"
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(include=["ros_anonymizer", "ros_anonymizer.*", "engines", "engines.*", "training", "training.*"]),
+    # the runtime only: engines/ and training/ are separate distributions (their own pyproject.toml)
+    packages=find_packages(include=["ros_anonymizer", "ros_anonymizer.*"]),
     package_data={"ros_anonymizer": ["models/*.onnx", "models/*.md", "interfaces/vision_msgs/*.msg"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),

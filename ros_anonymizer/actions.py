@@ -61,7 +61,7 @@ class ActionModelInfo:
         if metadata.get("model_kind") != MODEL_KIND:
             raise ModelError(f"this model is not an action detector (its metadata says model_kind="
                              f"{metadata.get('model_kind')!r}, expected {MODEL_KIND!r}); export it with "
-                             "training.models.action_detector.export_action_detector.")
+                             "ros_anonymizer_training.models.action_detector.export_action_detector.")
         try:
             height, width = (int(v) for v in json.loads(metadata["input_size"]))
             norm = json.loads(metadata["normalization"])
@@ -69,7 +69,7 @@ class ActionModelInfo:
             classes = tuple(str(c) for c in json.loads(metadata["classes"]))
         except KeyError as e:
             raise ModelError(f"the action detector's metadata lacks {e.args[0]!r}; re-export the model with "
-                             "training.models.action_detector.export_action_detector.") from None
+                             "ros_anonymizer_training.models.action_detector.export_action_detector.") from None
         except (ValueError, TypeError) as e:
             raise ModelError(f"the action detector's metadata cannot be read ({e}); re-export the model.") from None
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0 or height <= 0 or width <= 0 or not classes:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from .config import FILTERS
-from .file_cli import add_config_arguments, config_from_args
+from .cli_args import add_config_arguments, config_from_args
 from .filters import BUNDLED_ANONYMIZER, bundled_model
 from .pipeline import Pipeline
 
@@ -23,7 +23,7 @@ def sample_image(path: Path | None) -> np.ndarray:
     if path is not None:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
-            from .cli import UserError
+            from .errors import UserError
 
             raise UserError(f"{path} is not a readable image.")
         return bgr[:, :, ::-1].copy()

@@ -58,7 +58,7 @@ def load_anonymizer(config: AnonymizerConfig) -> LearnedAnonymizer:
     model = config.anonymizer_model or bundled_model(BUNDLED_ANONYMIZER)
     if model is None:
         raise ConfigError("filter 'learned' needs an anonymizer model: set anonymizer_model to an .onnx or .engine file "
-                          "(train one with `python -m training`), or choose another filter.")
+                          "(train one with `python -m ros_anonymizer_training`), or choose another filter.")
     return LearnedAnonymizer(load_model(model, config, "anonymizer"))
 
 

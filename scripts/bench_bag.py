@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ros_anonymizer.bag.anonymize import anonymize_bag
 from ros_anonymizer.bag.types import IMAGE_TYPE, typestore
-from ros_anonymizer.video import read_video
+from ros_anonymizer.media import read_video
 from ros_anonymizer.config import FILTERS, AnonymizerConfig
 from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ros_anonymizer.video import read_video
+from ros_anonymizer.media import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ROS_ANONYMIZER_DATA", REPO.parent / "shared" / "data"))

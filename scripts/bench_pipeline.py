@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.cpu_int8 import quantize_face_detector
+from ros_anonymizer_engines.cpu_int8 import quantize_face_detector
 from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.faces import load_face_detector
 from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model, enlarge_boxes

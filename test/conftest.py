@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ros_anonymizer.video import read_video
+from ros_anonymizer.media import read_video
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ROS_ANONYMIZER_DATA", REPO.parent / "shared" / "data"))

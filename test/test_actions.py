@@ -16,13 +16,13 @@ from ros_anonymizer.actions import ActionDetector, Actions, ActionTracker, lette
 from ros_anonymizer.backends import ModelError, load_backend
 from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.faces import box_iou
-from training.data.actions import ActionFrames, FaceBoxCache, FrameRef, collate, normalize_images, paste_anonymized
-from training.data.clips import read_frame
-from training.data.jhmdb import load_jhmdb
-from training.data.ucf24 import CLASSES as UCF_CLASSES, load_ucf24, read_annotations
-from training.models.action_detector import (IMAGENET_NORMALIZATION, ActionDetectorExport, build_action_detector,
+from ros_anonymizer_training.data.actions import ActionFrames, FaceBoxCache, FrameRef, collate, normalize_images, paste_anonymized
+from ros_anonymizer_training.data.clips import read_frame
+from ros_anonymizer_training.data.jhmdb import load_jhmdb
+from ros_anonymizer_training.data.ucf24 import CLASSES as UCF_CLASSES, load_ucf24, read_annotations
+from ros_anonymizer_training.models.action_detector import (IMAGENET_NORMALIZATION, ActionDetectorExport, build_action_detector,
                                              detection_loss, export_action_detector)
-from training.train_action_detector import anonymized_frames, frame_ap
+from ros_anonymizer_training.train_action_detector import anonymized_frames, frame_ap
 
 JHMDB_CLIP = "Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2"
 UCF_VIDEO = "Basketball/v_Basketball_g01_c01"
@@ -160,7 +160,7 @@ def test_pasting_anonymized_faces_changes_only_faces_and_passes_gradients():
 def test_trainer_gets_batches_whose_detection_loss_reaches_m(tmp_path, jhmdb_frames):
     from types import SimpleNamespace
 
-    from training.data.actions import ActionTraining
+    from ros_anonymizer_training.data.actions import ActionTraining
 
     # Eight frames of the shared clip in the official layout: frame folder + puppet_mask/<class>/<clip>/puppet_mask.mat.
     mask = scipy.io.loadmat(require_data("jhmdb", "puppet_mask", "catch", f"{JHMDB_CLIP}.mat"))["part_mask"][:, :, 30:38]

@@ -18,12 +18,12 @@ import pytest
 import tensorrt_rtx as trt  # a dev requirement: the builder that needs no GPU
 from onnx import TensorProto, helper
 
-from engines.builder import BuildOptions, build_engine, onnx_profiles
-from engines.cache import build_cached, resolve_engine
-from engines.calibration import calibration_batches, entropy_calibrator, read_frames
+from ros_anonymizer_engines.builder import BuildOptions, build_engine, onnx_profiles
+from ros_anonymizer_engines.cache import build_cached
+from ros_anonymizer_engines.calibration import calibration_batches, entropy_calibrator, read_frames
 from ros_anonymizer.backends import ModelError, load_backend
-from ros_anonymizer.backends.tensorrt_backend import (TensorRTBackend, read_verified_sidecar, sidecar_checksum,
-                                                      sidecar_path)
+from ros_anonymizer.backends.engine_files import read_verified_sidecar, sidecar_checksum, sidecar_path
+from ros_anonymizer.backends.tensorrt_backend import TensorRTBackend, resolve_engine
 from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.faces import centerface_onnx
 

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper
 from conftest import REPO, require_data
 
 from ros_anonymizer.config import AnonymizerConfig
-from ros_anonymizer.evaluate import leaks, naturalness, privacy, recognizer, utility
-from ros_anonymizer.evaluate.methods import PipelineMethod, Unchanged, build_methods, evaluation_config, trained_identities
-from ros_anonymizer.evaluate.workers import FaceWorkers
+from ros_anonymizer_evaluation import leaks, naturalness, privacy, recognizer, utility
+from ros_anonymizer_evaluation.methods import PipelineMethod, Unchanged, build_methods, evaluation_config, trained_identities
+from ros_anonymizer_evaluation.workers import FaceWorkers
 
 
 @pytest.fixture(scope="module")

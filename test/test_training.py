@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import REPO, read_rgb, require_data
-from training import checkpoint
-from training.config import TrainConfig, TrainConfigError
-from training.train import main, train
+from ros_anonymizer_training import checkpoint
+from ros_anonymizer_training.config import TrainConfig, TrainConfigError
+from ros_anonymizer_training.train import main, train
 
 
 def tiny(tmp, **changes) -> TrainConfig:
@@ -107,7 +107,7 @@ def test_identity_holdout_and_crops_agree_with_the_runtime(tmp_path, cache_dir):
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer.faces import load_face_detector
     from ros_anonymizer.filters import crop_squares, square_regions
-    from training.data.faces import load_face_splits
+    from ros_anonymizer_training.data.faces import load_face_splits
 
     cfg = tiny(tmp_path, cache_dir=str(cache_dir))
     splits = load_face_splits(cfg)
@@ -141,8 +141,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, cache_dir):
 def test_centerface_in_torch_matches_onnx_runtime_and_scores_faces():
     from ros_anonymizer.backends import load_backend
     from ros_anonymizer.faces import centerface_onnx
-    from training import losses
-    from training.models.face_detector import CenterFaceTorch
+    from ros_anonymizer_training import losses
+    from ros_anonymizer_training.models.face_detector import CenterFaceTorch
 
     rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     frame = torch.from_numpy(rgb[:224, :224].transpose(2, 0, 1).copy()).float()[None]
@@ -159,7 +159,7 @@ def test_centerface_in_torch_matches_onnx_runtime_and_scores_faces():
 
 
 def test_fine_tuning_starts_from_an_exported_anonymizer(tiny_run, tmp_path, cache_dir):
-    from training.export import ExportError
+    from ros_anonymizer_training.export import ExportError
 
     cfg, records = tiny_run
     exported = [r for r in records if r["kind"] == "export" and r["stage"] == "export"][-1]["path"]
@@ -178,8 +178,8 @@ def test_fine_tuning_starts_from_an_exported_anonymizer(tiny_run, tmp_path, cach
 
 
 def test_paper_preset_builds_the_authors_networks():
-    from training.models.anonymizer import build_anonymizer
-    from training.models.discriminator import build_discriminator, to_discriminator_input
+    from ros_anonymizer_training.models.anonymizer import build_anonymizer
+    from ros_anonymizer_training.models.discriminator import build_discriminator, to_discriminator_input
 
     cfg = TrainConfig.load("paper")
     m, d = build_anonymizer(cfg), build_discriminator(cfg, 10)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import onnx
 
 from ros_anonymizer.backends.base import ModelError
-from ros_anonymizer.backends.tensorrt_backend import import_tensorrt, tensorrt_version
+from ros_anonymizer.backends.engine_files import import_tensorrt, tensorrt_version
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_IMAGE_SIZES = ((32, 32), (480, 640), (1088, 1920))  # (H, W) min, opt, max of a camera image input

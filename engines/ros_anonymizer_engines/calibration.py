@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ros_anonymizer.backends.base import ModelError
 from ros_anonymizer.backends.tensorrt_backend import open_cuda
-from ros_anonymizer.video import read_video
+from ros_anonymizer.media import read_video
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov"}

@@ -18,7 +18,8 @@ import numpy as np
 
 from ros_anonymizer.backends import load_backend
 from ros_anonymizer.backends.base import ModelError
-from ros_anonymizer.backends.tensorrt_backend import TensorRTBackend, import_tensorrt, open_cuda, tensorrt_version
+from ros_anonymizer.backends.engine_files import import_tensorrt, tensorrt_version
+from ros_anonymizer.backends.tensorrt_backend import TensorRTBackend, open_cuda
 
 from .builder import BuildOptions
 from .cache import build_cached

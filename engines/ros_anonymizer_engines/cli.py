@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 from ros_anonymizer.backends.base import ModelError
-from ros_anonymizer.cli import UserError
+from ros_anonymizer.errors import UserError
 from ros_anonymizer.config import AnonymizerConfig
 
 from .builder import PRECISIONS, BuildOptions, onnx_profiles
-from .cache import build_cached, list_engines, model_bytes
+from ros_anonymizer.backends.engine_files import list_engines, model_bytes, read_verified_sidecar
+
+from .cache import build_cached
 
 MODELS = ("face", "anonymizer", "action")
 
@@ -84,8 +86,6 @@ def run_build(args) -> int:
 
 
 def run_check(args) -> int:
-    from ros_anonymizer.backends.tensorrt_backend import read_verified_sidecar
-
     failed = 0
     for path in args.engines:
         try:

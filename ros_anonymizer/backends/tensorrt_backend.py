@@ -3,86 +3,24 @@
 Runtime code (no torch). `tensorrt` (JetPack, desktop) or `tensorrt_rtx` and
 `pycuda` (or NVIDIA's `cuda-python` where pycuda is missing) are imported
 lazily, so robots without a GPU never need them. Every engine comes with a
-sidecar `<engine>.json` written by `engines/`: it names the ONNX model, the
-TensorRT version and device the engine was built for, the engine's SHA-256
+sidecar `<engine>.json` (format in `engine_files`): it names the ONNX model,
+the TensorRT version and device the engine was built for, the engine's SHA-256
 and the ONNX metadata_props. An engine whose bytes or sidecar do not match is
 refused (fail closed): a wrong engine must never run on a robot.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from .base import Backend, ModelError, TensorSpec
+from .engine_files import (Target, build_command, engine_path, find_cached_engine, import_tensorrt, model_bytes,
+                           read_verified_sidecar, tensorrt_version)
 
-SIDECAR_FORMAT = 1
-TENSORRT_MODULES = ("tensorrt", "tensorrt_rtx")
-
-
-# Engine files and their sidecars --------------------------------------------------------------
-
-def sidecar_path(engine_path: str | Path) -> Path:
-    return Path(str(engine_path) + ".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sidecar_checksum(fields: dict) -> str:
-    """SHA-256 of the sidecar's fields (without the checksum itself), so an edited sidecar is noticed."""
-    body = {k: v for k, v in fields.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def read_verified_sidecar(engine_path: str | Path) -> dict:
-    """The sidecar of `engine_path` after checking it and the engine bytes; ModelError otherwise."""
-    engine_path = Path(engine_path).expanduser()
-    rebuild = "rebuild it with `ros-anonymizer engines build` (see docs/jetson.md)"
-    if not engine_path.is_file():
-        raise ModelError(f"TensorRT engine {engine_path} does not exist; {rebuild}.")
-    side = sidecar_path(engine_path)
-    try:
-        fields = json.loads(side.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"TensorRT engine {engine_path} has no sidecar {side.name}, so it cannot be verified; {rebuild}.") from None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"the sidecar {side} of TensorRT engine {engine_path.name} is unreadable ({e.__class__.__name__}); {rebuild}.") from None
-    if not isinstance(fields, dict) or fields.get("checksum") != sidecar_checksum(fields):
-        raise ModelError(f"the sidecar {side} of TensorRT engine {engine_path.name} was modified or is damaged; {rebuild}.")
-    if fields.get("format") != SIDECAR_FORMAT:
-        raise ModelError(f"the sidecar {side} has format {fields.get('format')!r}, this version reads {SIDECAR_FORMAT}; {rebuild}.")
-    if file_sha256(engine_path) != fields.get("engine_sha256"):
-        raise ModelError(f"TensorRT engine {engine_path} does not match the SHA-256 in its sidecar "
-                         f"(corrupted or replaced); {rebuild}.")
-    return fields
-
-
-def import_tensorrt(preferred: str | None = None):
-    """The TensorRT Python module: standard `tensorrt` first, else `tensorrt_rtx` (same API where it matters)."""
-    import importlib
-
-    names = (preferred,) if preferred else TENSORRT_MODULES
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ModelError(f"TensorRT is not installed (looked for {' and '.join(names)}); on Jetson it comes with JetPack "
-                     "(python3-libnvinfer), elsewhere use the ONNX Runtime backend (backend: onnxruntime).")
-
-
-def tensorrt_version(trt) -> str:
-    return f"{trt.__name__} {trt.__version__}"
-
+ENGINE_BUILDERS = "ros_anonymizer.engine_builders"  # entry-point group; the ros-anonymizer-engines distribution registers one
 
 # CUDA memory, streams and copies ---------------------------------------------------------------
 
@@ -200,6 +138,52 @@ def open_cuda(device: int = 0, prefer: str = "pycuda"):
                      "(docs/jetson.md) or use backend: onnxruntime.")
 
 
+# Finding (or having built) the engine for an ONNX model ---------------------------------------
+
+def detect_target(compute_capability: str | None = None, device: int = 0) -> Target:
+    """The local GPU, or a named compute capability when building with tensorrt_rtx without one."""
+    if compute_capability:
+        return Target("any GPU", compute_capability)
+    cuda = open_cuda(device)
+    return Target(cuda.device_name, cuda.compute_capability)
+
+
+def resolve_engine(model: str | Path | bytes, config, name: str, *, compute_capability: str | None = None) -> Path:
+    """The verified cached engine for this ONNX model on this machine; never rebuilds an existing valid one.
+
+    Missing or invalid engines are built only with `config.build_if_missing`, by the engine builder that the
+    ros-anonymizer-engines distribution registers; otherwise ModelError names the exact
+    `ros-anonymizer engines build ...` command to run.
+    """
+    trt = import_tensorrt()
+    onnx, _ = model_bytes(model)
+    target = detect_target(compute_capability)
+    path = engine_path(config.engine_cache_dir, name, hashlib.sha256(onnx).hexdigest(), tensorrt_version(trt),
+                       target, config.trt_precision)
+    found, problem = find_cached_engine(path, name)
+    if found:
+        return found
+    why = (problem or f"no TensorRT engine for {name} ({tensorrt_version(trt)}, {target.device}, {config.trt_precision}) "
+           f"in {path.parent}").rstrip(".")
+    build = f"Build it with: {build_command(model, name, config)}"
+    if not config.build_if_missing:
+        raise ModelError(f"{why}. {build} (or set build_if_missing: true to build at start-up).")
+    builder = engine_builder()
+    if builder is None:
+        raise ModelError(f"{why}, and build_if_missing needs the engine builder, which is not installed here "
+                         f"(pip install ros-anonymizer-engines, from engines/). {build}.")
+    return builder(model, name, config, compute_capability=compute_capability, trt=trt)
+
+
+def engine_builder():
+    """`build(model, name, config, *, compute_capability, trt) -> Path` registered by ros-anonymizer-engines, or None."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENGINE_BUILDERS, name="tensorrt"):
+        return entry.load()
+    return None
+
+
 # The backend ------------------------------------------------------------------------------------
 
 class _Tensor:
@@ -222,7 +206,7 @@ class TensorRTBackend(Backend):
 
     `model` is an `.engine` file (verified against its sidecar), or an ONNX
     file/bytes, which is looked up in the engine cache (and built there only
-    when `config.build_if_missing` is set) via `engines.resolve_engine`.
+    when `config.build_if_missing` is set) via `resolve_engine`.
     """
 
     name = "tensorrt"
@@ -230,8 +214,6 @@ class TensorRTBackend(Backend):
     def __init__(self, model: str | Path | bytes, *, config=None, model_name: str | None = None, device: int = 0,
                  cuda: str = "pycuda"):
         if isinstance(model, bytes) or not str(model).endswith(".engine"):
-            from engines.cache import resolve_engine  # only when an ONNX model must be turned into an engine
-
             from ..config import AnonymizerConfig
 
             name = model_name or ("face" if isinstance(model, bytes) else Path(model).stem)  # bytes: CenterFace

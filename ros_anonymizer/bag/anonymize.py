@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..actions import Actions
-from ..cli import UserError
+from ..errors import UserError
 from ..config import AnonymizerConfig
 from ..image_io import decode, rgb_to_compressed, rgb_to_image
 from ..pipeline import Pipeline, failure_frame

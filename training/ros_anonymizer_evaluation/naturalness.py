@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from ..backends import load_backend
-from ..faces import CenterFaceDetector, Faces, box_iou, centerface_onnx
+from ros_anonymizer.backends import load_backend
+from ros_anonymizer.faces import CenterFaceDetector, Faces, box_iou, centerface_onnx
 
 FACE_SCORE = 0.5  # a face counts as "still found" at this CenterFace score
 MIN_OVERLAP = 0.3  # ... and only where it overlaps the original face

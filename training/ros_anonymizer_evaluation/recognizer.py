@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import UserError
-from ..faces import box_iou
+from ros_anonymizer.errors import UserError
+from ros_anonymizer.faces import box_iou
 
 DISTANCE_THRESHOLD = 0.6  # dlib's documented same-person threshold for this ResNet
 MIN_OVERLAP = 0.3  # IoU with the original face below which a face found in the output is someone else

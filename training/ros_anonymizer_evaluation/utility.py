@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..faces import box_iou
-from ..video import read_video
+from ros_anonymizer.faces import box_iou
+from ros_anonymizer.media import read_video
 from . import DatasetError
 
 IOU = 0.5

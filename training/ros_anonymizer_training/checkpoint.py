@@ -26,7 +26,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"no checkpoint at {path}; run a training stage first (python -m training ...).") from None
+        raise FileNotFoundError(f"no checkpoint at {path}; run a training stage first (python -m ros_anonymizer_training ...).") from None
     except Exception as e:  # weights_only refuses anything that is not plain data
         raise ValueError(f"checkpoint {path} cannot be loaded safely ({e.__class__.__name__}); it was not written by this trainer.") from None
 

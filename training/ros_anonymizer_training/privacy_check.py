@@ -1,6 +1,6 @@
 """Privacy and naturalness of an anonymizer on hold-out LFW people, judged by models nobody here trained.
 
-    python -m training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --images 200
+    python -m ros_anonymizer_training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --images 200
 
 For each hold-out image (identities the trainer never saw): the runtime's
 CenterFace finds the face, the runtime's filter anonymizes the frame, then
@@ -35,8 +35,8 @@ def holdout_images(cfg: TrainConfig, count: int) -> list[Path]:
 
 def measure(methods: dict, images: list[Path]) -> dict:
     from ros_anonymizer.config import AnonymizerConfig
-    from ros_anonymizer.evaluate.naturalness import face_still_found, main_face, reference_detector
-    from ros_anonymizer.evaluate.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
+    from ros_anonymizer_evaluation.naturalness import face_still_found, main_face, reference_detector
+    from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
     from ros_anonymizer.faces import load_face_detector
     from ros_anonymizer.filters import apply_filter
 
@@ -82,7 +82,7 @@ def build_methods(models: list[str], baselines: bool = True) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.privacy_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ros_anonymizer_training.privacy_check", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="edge", help="training preset or YAML (decides the hold-out people)")
     parser.add_argument("--models", nargs="*", default=[], help="anonymizer ONNX files to compare with blur and mosaic")
     parser.add_argument("--images", type=int, default=200, help="hold-out images to use")

@@ -1,7 +1,7 @@
 """The trainer: pretrain D (and A), then the joint adversarial stage, then export. Read top to bottom.
 
-    python -m training all --config edge                     # every stage, CPU or one GPU
-    python -m training joint --config edge --set lambda_l1=1  # one stage, with an override
+    python -m ros_anonymizer_training all --config edge                     # every stage, CPU or one GPU
+    python -m ros_anonymizer_training joint --config edge --set lambda_l1=1  # one stage, with an override
     torchrun --nproc_per_node 4 -m training all --config paper  # several GPUs (DDP)
 
 Progress is kept in <out_dir>/last.pt: a run that stops (or is stopped)
@@ -386,7 +386,7 @@ def _load_action_detector(run: Run):
 
 # ----------------------------------------------------------------------------- command
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m training", description="Train the anonymizer M against the face discriminator D (and the action detector A).")
+    parser = argparse.ArgumentParser(prog="python -m ros_anonymizer_training", description="Train the anonymizer M against the face discriminator D (and the action detector A).")
     parser.add_argument("stages", nargs="*", default=["all"], help=f"stages to run, in order: {', '.join(STAGES)} or all (default)")
     parser.add_argument("--config", default="edge", help="preset (tiny, edge, paper) or a YAML file")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")

@@ -1,6 +1,6 @@
 """Train the action detector A alone, score it on held-out frames and export it (the shipped edge model).
 
-    python -m training.train_action_detector --out ros_anonymizer/models/action_detector_edge.onnx
+    python -m ros_anonymizer_training.train_action_detector --out ros_anonymizer/models/action_detector_edge.onnx
 
 Held-out frames are the last 20% of each clip's annotated frames; the score
 is frame-mAP@0.5 of the exported ONNX model run through the runtime's
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ros_anonymizer.actions import ActionDetector
 from ros_anonymizer.backends import load_backend
 from ros_anonymizer.config import FILTERS, AnonymizerConfig
-from ros_anonymizer.evaluate.utility import frame_ap as class_frame_ap
+from ros_anonymizer_evaluation.utility import frame_ap as class_frame_ap
 from ros_anonymizer.pipeline import Pipeline
 
 from .data.actions import ActionFrames, collate, frame_refs, holdout_split, normalize_images, used_classes
@@ -105,7 +105,7 @@ def train(model, dataset, steps: int, batch_size: int, lr: float, max_minutes: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.train_action_detector", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ros_anonymizer_training.train_action_detector", description=__doc__.splitlines()[0])
     parser.add_argument("--jhmdb", default="../shared/data/jhmdb", help="JHMDB root ('' to leave out)")
     parser.add_argument("--ucf24", default="../shared/data/ucf101_24", help="UCF101-24 root ('' to leave out)")
     parser.add_argument("--preset", default="edge", choices=sorted(PRESETS))
