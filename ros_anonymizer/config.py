@@ -62,11 +62,11 @@ class AnonymizerConfig:
     # Failing closed.
     on_failure: str = _param("drop", "what is published when a frame cannot be anonymized: nothing, or a black frame", choices=("drop", "black"), dynamic=True)
     frame_deadline_ms: float = _param(500.0, "a frame that takes longer than this is not published (0: no deadline)", range=(0.0, 10000.0), dynamic=True)
+    max_image_pixels: int = _param(3840 * 2160, "frames with more pixels than this are dropped as malformed by the node, the bag tools and the pipeline, and refused by the file tools (bounds memory and time per frame; 4K UHD by default)", range=(1, 7680 * 4320))
 
     # ROS node only.
     input_reliability: str = _param("best_effort", "input subscription reliability", choices=("best_effort", "reliable"))
     input_depth: int = _param(1, "input subscription queue depth", range=(1, 100))
-    max_image_pixels: int = _param(3840 * 2160, "incoming images with more pixels than this are dropped as malformed (bounds memory and time per frame)", range=(1, 7680 * 4320))
     subscribe_compressed: bool = _param(False, "also subscribe to image/compressed")
     publish_compressed: bool = _param(False, "also publish image_anonymized/compressed")
     compressed_format: str = _param("jpeg", "format of published compressed images", choices=("jpeg", "png"))

@@ -7,9 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import FILTERS
 from .cli_args import add_config_arguments, config_from_args
+from .config import FILTERS
 from .filters import BUNDLED_ANONYMIZER, bundled_model
+from .media import read_image
 from .pipeline import Pipeline
 
 
@@ -21,12 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sample_image(path: Path | None) -> np.ndarray:
     if path is not None:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            from .errors import UserError
-
-            raise UserError(f"{path} is not a readable image.")
-        return bgr[:, :, ::-1].copy()
+        return read_image(path)
     from skimage import data
 
     return data.astronaut()

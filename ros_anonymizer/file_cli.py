@@ -10,10 +10,8 @@ from tqdm import tqdm
 
 from .cli_args import add_config_arguments, config_from_args
 from .errors import UserError
+from .media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReader, image_files, read_image
 from .pipeline import Pipeline, failure_frame
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,19 +43,17 @@ def run(args: argparse.Namespace) -> int:
 def anonymize_images(pipeline: Pipeline, paths: list[Path], output: Path, single: bool = False) -> dict:
     stats = {"written": 0, "faces": 0, "failed": 0}
     for path in tqdm(paths, desc="images", unit="img", disable=single):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise UserError(f"{path} is not a readable image.")
+        rgb = read_image(path, pipeline.config.max_image_pixels)
         target = output if single else output / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        image = _anonymize(pipeline, bgr, stats)
+        image = _anonymize(pipeline, rgb, stats)
         if image is not None and not cv2.imwrite(str(target), image):
             raise UserError(f"cannot write {target}: choose a file name ending in a known image type such as .png.")
     return stats
 
 
 def anonymize_folder(pipeline: Pipeline, folder: Path, output: Path) -> dict:
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = image_files(folder)
     if not paths:
         raise UserError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     if output.exists() and not output.is_dir():
@@ -66,41 +62,32 @@ def anonymize_folder(pipeline: Pipeline, folder: Path, output: Path) -> dict:
 
 
 def anonymize_video(pipeline: Pipeline, path: Path, output: Path) -> dict:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise UserError(f"{path} is not a readable video.")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    video = VideoReader(path, pipeline.config.max_image_pixels)
     output.parent.mkdir(parents=True, exist_ok=True)
     fourcc = cv2.VideoWriter_fourcc(*("mp4v" if output.suffix.lower() in {".mp4", ".m4v", ".mov"} else "MJPG"))
-    writer = cv2.VideoWriter(str(output), fourcc, fps, size)
+    writer = cv2.VideoWriter(str(output), fourcc, video.fps, video.size)
     if not writer.isOpened():
+        video.close()
         raise UserError(f"cannot write a video to {output}: use an .mp4 or .avi name.")
     stats = {"written": 0, "faces": 0, "failed": 0}
     try:
-        with tqdm(total=total, desc="video", unit="frame") as bar:
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
-                image = _anonymize(pipeline, bgr, stats)
-                if image is not None:
-                    writer.write(image)
-                bar.update()
+        for rgb in tqdm(video, total=video.frame_count, desc="video", unit="frame"):
+            image = _anonymize(pipeline, rgb, stats)
+            if image is not None:
+                writer.write(image)
     finally:
-        capture.release()
+        video.close()
         writer.release()
     return stats
 
 
-def _anonymize(pipeline: Pipeline, bgr: np.ndarray, stats: dict) -> np.ndarray | None:
-    """The anonymized BGR frame, the failure frame, or None; never the input."""
-    result = pipeline.process(np.ascontiguousarray(bgr[:, :, ::-1]))
+def _anonymize(pipeline: Pipeline, rgb: np.ndarray, stats: dict) -> np.ndarray | None:
+    """The anonymized frame (BGR, to write), the failure frame, or None; never the input."""
+    result = pipeline.process(rgb)
     if result.image is None:
         stats["failed"] += 1
         tqdm.write(f"frame dropped: {result.error}")
-        black = failure_frame(bgr.shape, pipeline.config)
+        black = failure_frame(rgb.shape, pipeline.config)
         if black is not None:
             stats["written"] += 1
         return black

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
+from .config import AnonymizerConfig
+
 # encoding -> channels: the families the node accepts and publishes.
 ENCODINGS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
@@ -32,7 +34,7 @@ _CONVERSIONS = {
     ("rgb8", "mono8"): cv2.COLOR_RGB2GRAY, ("bgr8", "mono8"): cv2.COLOR_BGR2GRAY,
     ("rgba8", "mono8"): cv2.COLOR_RGBA2GRAY, ("bgra8", "mono8"): cv2.COLOR_BGRA2GRAY,
 }
-DEFAULT_MAX_PIXELS = 3840 * 2160
+DEFAULT_MAX_PIXELS = AnonymizerConfig.max_image_pixels  # the config's default: one limit for every tool
 
 
 class ImageDecodeError(ValueError):

@@ -17,9 +17,6 @@ from .config import AnonymizerConfig, ConfigError
 from .faces import Faces, FaceTracker, load_face_detector
 from .filters import BUNDLED_ANONYMIZER, LearnedAnonymizer, apply_filter, bundled_model
 
-MAX_FRAME_PIXELS = 7680 * 4320
-
-
 class FrameError(ValueError):
     """A frame the pipeline cannot take (wrong type, shape or size)."""
 
@@ -43,15 +40,16 @@ def failure_frame(shape: tuple[int, ...], config: AnonymizerConfig) -> np.ndarra
     return np.zeros(shape, np.uint8) if config.on_failure == "black" else None
 
 
-def check_frame(frame) -> None:
+def check_frame(frame, max_pixels: int) -> None:
+    """FrameError unless `frame` is a non-empty HxWx3 uint8 array of at most `max_pixels` (max_image_pixels)."""
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"a frame must be a numpy array, not {type(frame).__name__}")
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise FrameError(f"a frame must be HxWx3 uint8 RGB, not {frame.dtype} with shape {frame.shape}")
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise FrameError("the frame is empty (zero width or height)")
-    if frame.shape[0] * frame.shape[1] > MAX_FRAME_PIXELS:
-        raise FrameError(f"the frame is {frame.shape[1]}x{frame.shape[0]}, larger than 8K")
+    if frame.shape[0] * frame.shape[1] > max_pixels:
+        raise FrameError(f"the frame is {frame.shape[1]}x{frame.shape[0]}, more than max_image_pixels ({max_pixels})")
 
 
 def load_anonymizer(config: AnonymizerConfig) -> LearnedAnonymizer:
@@ -112,7 +110,7 @@ class Pipeline:
             timings[stage] = (time.perf_counter() - start) * 1000.0 - sum(timings.values())
 
         try:
-            check_frame(frame)
+            check_frame(frame, config.max_image_pixels)
             detected = self.detector(frame)
             faces = self.tracker.update(detected, frame.shape)
             lap("faces")

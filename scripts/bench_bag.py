@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ros_anonymizer.bag.anonymize import anonymize_bag
 from ros_anonymizer.bag.types import IMAGE_TYPE, typestore
-from ros_anonymizer.media import read_video
+from ros_anonymizer.media import read_image, read_video
 from ros_anonymizer.config import FILTERS, AnonymizerConfig
 from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model
 
@@ -41,7 +41,7 @@ def clip_with_faces(count: int) -> list[np.ndarray]:
     if not clips or not people:
         sys.exit(f"bench_bag: needs the JHMDB clip and LFW faces under {DATA} (see its README.md).")
     clip = [cv2.resize(rgb, SIZE, interpolation=cv2.INTER_LINEAR) for rgb in read_video(clips[0])]
-    faces = [cv2.imread(str(sorted(p.glob("*.jpg"))[0]))[60:190, 70:180, ::-1] for p in people]
+    faces = [read_image(sorted(p.glob("*.jpg"))[0])[60:190, 70:180] for p in people]
     frames = []
     for i in range(count):
         frame = clip[i % len(clip)].copy()

@@ -23,6 +23,7 @@ from ros_anonymizer_engines.cpu_int8 import quantize_face_detector
 from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.faces import load_face_detector
 from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model, enlarge_boxes
+from ros_anonymizer.media import read_image
 from ros_anonymizer.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,13 +33,13 @@ def make_sequence(data: Path, seed: int = 0) -> list[tuple[np.ndarray, np.ndarra
     rng = np.random.default_rng(seed)
     people = sorted(p for p in (data / "lfw" / "images").iterdir() if p.is_dir())
     backgrounds = sorted((data / "mot17_mini").glob("*/img1/*.jpg"))
-    faces = [cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))[40:210, 40:210, ::-1] for i in rng.choice(len(people), 8, replace=False)]
+    faces = [read_image(sorted(people[i].glob("*.jpg"))[0])[40:210, 40:210] for i in rng.choice(len(people), 8, replace=False)]
     detector = load_face_detector(AnonymizerConfig())
     face_boxes = [detector(np.ascontiguousarray(face)).boxes[0] / 170.0 for face in faces]  # the face inside each crop
     tracks = [(rng.integers(20, 120), rng.uniform(0, 520), rng.uniform(0, 360), rng.uniform(-4, 4), rng.uniform(-2, 2)) for _ in faces]
     sequence = []
     for t, path in enumerate(backgrounds):
-        frame = cv2.resize(cv2.imread(str(path)), (640, 480), interpolation=cv2.INTER_AREA)[:, :, ::-1].copy()
+        frame = cv2.resize(read_image(path), (640, 480), interpolation=cv2.INTER_AREA)
         rects, pasted = [], []
         for face, box, (size, x, y, dx, dy) in zip(faces, face_boxes, tracks):
             x0 = int(np.clip(x + dx * t, 0, 640 - size))
@@ -123,7 +124,7 @@ def mot17_head_recall(data: Path, detection_scale: float) -> dict:
     for sequence in sorted((data / "mot17_mini").iterdir()):
         gt = np.loadtxt(sequence / "gt" / "gt.txt", delimiter=",").reshape(-1, 9)
         for path in sorted((sequence / "img1").glob("*.jpg")):
-            boxes = detector(cv2.imread(str(path))[:, :, ::-1].copy()).boxes
+            boxes = detector(read_image(path)).boxes
             centers = (boxes[:, :2] + boxes[:, 2:]) / 2
             rows = gt[(gt[:, 0] == int(path.stem)) & (gt[:, 6] == 1) & (gt[:, 7] == 1) & (gt[:, 8] >= 0.9) & (gt[:, 5] >= 200)]
             for _, _, x, y, w, h, *_ in rows:

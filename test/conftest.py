@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ros_anonymizer.media import read_video
+from ros_anonymizer.media import read_image, read_video
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ROS_ANONYMIZER_DATA", REPO.parent / "shared" / "data"))
@@ -23,12 +23,6 @@ def require_data(*parts: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert bgr is not None, f"cannot read {path}"
-    return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +42,7 @@ def lfw_faces() -> list[tuple[str, np.ndarray]]:
     """One image of each of the first 40 LFW DevTrain people (alphabetical), as (name, RGB 250x250)."""
     root = require_data("lfw", "images")
     people = sorted(p for p in root.iterdir() if p.is_dir())[:40]
-    return [(p.name, read_rgb(sorted(p.glob("*.jpg"))[0])) for p in people]
+    return [(p.name, read_image(sorted(p.glob("*.jpg"))[0])) for p in people]
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +58,7 @@ def ucf_frames() -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def street_frame_with_faces(lfw_faces) -> tuple[np.ndarray, np.ndarray]:
     """A 640x480 MOT17 street frame with four LFW faces pasted in, and the pasted rectangles (xyxy)."""
-    frame = cv2.resize(read_rgb(next(iter(sorted(require_data("mot17_mini", "MOT17-02-FRCNN", "img1").glob("*.jpg"))))),
+    frame = cv2.resize(read_image(next(iter(sorted(require_data("mot17_mini", "MOT17-02-FRCNN", "img1").glob("*.jpg"))))),
                        (640, 480), interpolation=cv2.INTER_AREA)
     rects = []
     for i, (_, face) in enumerate(lfw_faces[:4]):

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 from conftest import REPO, require_data
 
 from ros_anonymizer.config import AnonymizerConfig
+from ros_anonymizer.media import read_image
 from ros_anonymizer_evaluation import leaks, naturalness, privacy, recognizer, utility
 from ros_anonymizer_evaluation.methods import PipelineMethod, Unchanged, build_methods, evaluation_config, trained_identities
 from ros_anonymizer_evaluation.workers import FaceWorkers
@@ -37,7 +38,7 @@ def reference():
 @pytest.fixture(scope="module")
 def lfw_image():
     root = require_data("lfw")
-    return privacy.read_rgb(privacy.image_path(root, privacy.ImageRef("Aaron_Peirsol", 1)))
+    return read_image(privacy.image_path(root, privacy.ImageRef("Aaron_Peirsol", 1)))
 
 
 def masked(config_filter: str = "mask") -> PipelineMethod:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ros_anonymizer.cli import main
+from ros_anonymizer.media import read_image, read_video
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -19,7 +20,7 @@ def test_anonymize_one_image(tmp_path, astronaut):
     src, dst = tmp_path / "in.png", tmp_path / "out.png"
     cv2.imwrite(str(src), astronaut[:, :, ::-1])
     assert main(["anonymize", str(src), str(dst), "--filter", "mask"]) == 0
-    out = cv2.imread(str(dst))[:, :, ::-1]
+    out = read_image(dst)
     assert out.shape == astronaut.shape
     assert (out[100:150, 200:250] == 0).all() and np.array_equal(out[400:], astronaut[400:])
 
@@ -37,8 +38,7 @@ def test_anonymize_a_video(tmp_path, shared_data):
     clip = next((shared_data / "jhmdb" / "catch").glob("*.avi"))
     out = tmp_path / "out.avi"
     assert main(["anonymize", str(clip), str(out), "--set", "score_threshold=0.2"]) == 0
-    capture = cv2.VideoCapture(str(out))
-    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+    assert len(read_video(out)) == 40
 
 
 @pytest.mark.parametrize("args, message", [
@@ -61,6 +61,20 @@ def test_bad_input_stops_with_one_plain_sentence(tmp_path, astronaut, args, mess
 
 def test_demo_writes_a_preview(tmp_path):
     assert main(["demo", "--out", str(tmp_path)]) == 0
-    preview = cv2.imread(str(tmp_path / "preview.png"))
-    assert preview is not None and preview.shape[1] >= 4 * 300
+    preview = read_image(tmp_path / "preview.png")
+    assert preview.shape[1] >= 4 * 300
     assert (tmp_path / "blur.png").is_file() and (tmp_path / "mask.png").is_file()
+
+
+def test_one_frame_size_limit_a_4k_photo_passes_a_larger_one_is_one_sentence(tmp_path, astronaut):
+    """The file tool applies max_image_pixels (4K UHD by default), like the node, bag tool and pipeline."""
+    src, dst = tmp_path / "uhd.png", tmp_path / "out.png"
+    cv2.imwrite(str(src), cv2.resize(astronaut, (3840, 2160))[:, :, ::-1])
+    fast = ["--set", "frame_deadline_ms=0", "--set", "detection_scale=0.25"]  # a 4K frame takes seconds on 2 cores
+    assert main(["anonymize", str(src), str(dst), "--filter", "mask", *fast]) == 0
+    out = read_image(dst)
+    assert out.shape == (2160, 3840, 3) and (out == 0).all(axis=2).mean() > 0.01  # the face was masked
+    small = _cli("anonymize", str(src), str(tmp_path / "refused.png"), "--set", f"max_image_pixels={3840 * 2160 - 1}")
+    assert small.returncode == 2 and "Traceback" not in small.stderr and not (tmp_path / "refused.png").exists()
+    assert small.stderr.strip() == (f"ros-anonymizer anonymize: error: {src} is 3840x2160, more than max_image_pixels "
+                                    f"({3840 * 2160 - 1} pixels); raise it with --set max_image_pixels=N if this size is intended.")

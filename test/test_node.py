@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import read_rgb, require_data
+from conftest import require_data
+from ros_anonymizer.media import read_image, read_video
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -70,14 +71,10 @@ def faces_on(background: np.ndarray, faces: list[np.ndarray], size: int = 110) -
 def frames():
     """640x480 frames: three LFW faces on a JHMDB frame, one LFW face on grey, and JHMDB clip frames."""
     people = sorted(p for p in require_data("lfw", "images").iterdir() if p.is_dir())[:3]
-    faces = [read_rgb(sorted(p.glob("*.jpg"))[0]) for p in people]
-    capture = cv2.VideoCapture(str(next(require_data("jhmdb", "catch").glob("*.avi"))))
-    clip = []
-    while len(clip) < 6:
-        ok, bgr = capture.read()
-        assert ok, "the JHMDB clip is shorter than 6 frames"
-        clip.append(cv2.resize(bgr[:, :, ::-1], (640, 480), interpolation=cv2.INTER_LINEAR))
-    capture.release()
+    faces = [read_image(sorted(p.glob("*.jpg"))[0]) for p in people]
+    clip = [cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_LINEAR)
+            for rgb in read_video(next(require_data("jhmdb", "catch").glob("*.avi")), limit=6)]
+    assert len(clip) == 6, "the JHMDB clip is shorter than 6 frames"
     three, rects = faces_on(clip[0], faces)
     one, one_rect = faces_on(np.full((480, 640, 3), 128, np.uint8), faces[:1])
     return {"three": (three, rects), "one": (one, one_rect), "clip": clip}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, read_rgb, require_data
+from conftest import REPO, require_data
+from ros_anonymizer.media import read_image
 from ros_anonymizer_training import checkpoint
 from ros_anonymizer_training.config import TrainConfig, TrainConfigError
 from ros_anonymizer_training.train import main, train
@@ -87,7 +88,7 @@ def test_export_matches_torch_and_runs_in_the_runtime(tiny_run):
     assert backend.metadata["preset"] == "tiny" and "LFW" in backend.metadata["trained_on"]
     assert json.loads(backend.metadata["trained_identities"]) == checkpoint.load(cfg.out_dir)["names"]
     learned = LearnedAnonymizer(backend)
-    rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     out = rgb.copy()
     region = learned(out, np.array([[90, 80, 160, 170]], np.float32))[0]
     inside = (slice(region[1], region[3]), slice(region[0], region[2]))
@@ -115,7 +116,7 @@ def test_identity_holdout_and_crops_agree_with_the_runtime(tmp_path, cache_dir):
     assert not set(splits.train.paths) & set(splits.val.paths)
     assert len(splits.val) >= len(splits.names) * cfg.val_images_per_identity - 2
     path = splits.train.paths[0]
-    rgb = read_rgb(require_data("lfw", "images") / path)
+    rgb = read_image(require_data("lfw", "images") / path)
     faces = load_face_detector(AnonymizerConfig(score_threshold=cfg.detect_threshold, use_gpu=False))(rgb)
     square = splits.train.squares[0]
     assert any(np.array_equal(square, s) for s in square_regions(faces.boxes, cfg.box_enlarge))
@@ -144,7 +145,7 @@ def test_centerface_in_torch_matches_onnx_runtime_and_scores_faces():
     from ros_anonymizer_training import losses
     from ros_anonymizer_training.models.face_detector import CenterFaceTorch
 
-    rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     frame = torch.from_numpy(rgb[:224, :224].transpose(2, 0, 1).copy()).float()[None]
     detector = CenterFaceTorch()
     expected = load_backend(centerface_onnx(), "onnxruntime", use_gpu=False).run({"input.1": frame.numpy()})

@@ -16,10 +16,8 @@ from tqdm import tqdm
 
 from ros_anonymizer.backends.base import ModelError
 from ros_anonymizer.backends.tensorrt_backend import open_cuda
-from ros_anonymizer.media import read_video
+from ros_anonymizer.media import VIDEO_SUFFIXES, MediaError, image_files, read_image, read_video
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-VIDEO_SUFFIXES = {".avi", ".mp4", ".mkv", ".mov"}
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
@@ -29,7 +27,7 @@ def read_frames(source: str | Path, limit: int = 64) -> list[np.ndarray]:
     if (source / "metadata.yaml").is_file():
         frames = _bag_frames(source, limit)
     elif source.is_dir():
-        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(source, recursive=True)
         frames = [_read_image(p) for p in _spread(files, limit)]
     elif source.suffix.lower() in VIDEO_SUFFIXES:
         frames = _spread(read_video(source), limit)
@@ -48,8 +46,10 @@ def _spread(items: list, limit: int) -> list:
 
 
 def _read_image(path: Path) -> np.ndarray | None:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
+    try:
+        return read_image(path)
+    except MediaError:
+        return None  # one unreadable image among many does not spoil the calibration
 
 
 def _bag_frames(path: Path, limit: int) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import DatasetError
 from .recognizer import DISTANCE_THRESHOLD, Face
-from .workers import FaceWorkers, Original, ProbeTask, content_key, read_rgb
+from .workers import FaceWorkers, Original, ProbeTask, content_key
 
 
 @dataclass(frozen=True)

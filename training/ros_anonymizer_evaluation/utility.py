@@ -7,25 +7,26 @@ VOC all-point AP of each class is averaged over the classes that have
 ground truth. Without ground truth, the detections on raw frames are the
 reference and agreement says how many of them survive anonymization.
 
-Readers for the JHMDB, UCF101-24 and MOTChallenge layouts live here (the
-runtime never imports `training/`, which has its own).
+JHMDB and UCF101-24 are read by the trainer's readers
+(`ros_anonymizer_training.data`, torch-free); MOTChallenge is read here.
 """
 from __future__ import annotations
 
 import configparser
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ros_anonymizer.faces import box_iou
-from ros_anonymizer.media import read_video
+from ros_anonymizer.media import read_image, read_video
+from ros_anonymizer_training.data.clips import read_frames
+from ros_anonymizer_training.data.jhmdb import load_jhmdb
+from ros_anonymizer_training.data.ucf24 import load_ucf24
+
 from . import DatasetError
 
 IOU = 0.5
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov")
 PERSON = "person"
 
 
@@ -138,79 +139,28 @@ def agreement(reference: list[Detections], anonymized: list[Detections], thresho
 
 # Datasets --------------------------------------------------------------------------------
 
-def read_clip(path: Path, max_frames: int | None = None) -> list[np.ndarray]:
-    frames = read_video(path, max_frames)
-    if not frames:
-        raise DatasetError(f"cannot decode any frame of {path}; is it a video OpenCV can read?")
-    return frames
+def _action_clips(load, root: str | Path, max_frames: int | None, dataset: str) -> list[Clip]:
+    """The trainer's reader `load` (one set of dataset readers), frames decoded and labels as class names."""
+    try:
+        found = load(Path(root))
+    except (OSError, ValueError) as e:
+        raise DatasetError(str(e)) from None
+    clips = []
+    for clip in found:
+        frames = read_frames(clip.video, max_frames)[:clip.num_frames]
+        labels = [[clip.class_names[i] for i in ids] for ids in clip.labels[:len(frames)]]
+        clips.append(Clip(f"{dataset}/{clip.name}", frames, clip.boxes[:len(frames)], labels))
+    return clips
 
 
 def jhmdb_clips(root: str | Path, max_frames: int | None = None) -> list[Clip]:
-    """JHMDB: `<class>/<clip>.avi` with `puppet_mask/<class>/<clip>.mat`; the person box is the mask's extent."""
-    import scipy.io
-
-    root = Path(root)
-    masks = sorted((root / "puppet_mask").glob("*/*.mat")) + sorted((root / "puppet_mask").glob("*/*/puppet_mask.mat"))
-    clips = []
-    for mask_path in masks:
-        action = mask_path.parent.name if mask_path.name != "puppet_mask.mat" else mask_path.parent.parent.name
-        name = mask_path.stem if mask_path.name != "puppet_mask.mat" else mask_path.parent.name
-        video = _find_video([root / action / name, root / "ReCompress_Videos" / action / name])
-        if video is None:
-            continue
-        try:
-            mask = scipy.io.loadmat(str(mask_path))["part_mask"]
-        except (KeyError, ValueError, NotImplementedError, OSError):
-            raise DatasetError(f"{mask_path} is not a JHMDB puppet mask (a MATLAB v5 file with 'part_mask').") from None
-        frames = read_clip(video, max_frames)
-        boxes = []
-        for t in range(min(len(frames), mask.shape[2])):
-            ys, xs = np.nonzero(mask[:, :, t])
-            boxes.append(np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32) if len(xs) else np.zeros((0, 4), np.float32))
-        frames = frames[:len(boxes)]
-        clips.append(Clip(f"jhmdb/{action}/{name}", frames, boxes, [[action] * len(b) for b in boxes]))
-    if not clips:
-        raise DatasetError(f"no JHMDB clip under {root} (expected <class>/<clip>.avi and puppet_mask/<class>/<clip>.mat).")
-    return clips
-
-
-class _AnnotationUnpickler(pickle.Unpickler):
-    """Plain containers and numpy arrays only: an annotation file must not be able to run code."""
-
-    _ALLOWED = {("numpy.core.multiarray", "scalar"), ("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module, name):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"the annotation file refers to {module}.{name}, which an annotation file never needs")
-        return super().find_class(module.replace("numpy.core", "numpy._core") if hasattr(np, "_core") else module, name)
+    """JHMDB clips (the trainer's reader): one person box per frame, the puppet mask's extent."""
+    return _action_clips(load_jhmdb, root, max_frames, "jhmdb")
 
 
 def ucf24_clips(root: str | Path, max_frames: int | None = None) -> list[Clip]:
-    """UCF101-24: `pyannot.pkl` (tubes: sf, ef one past the last frame, boxes x,y,w,h) and `videos/<Class>/<video>.avi`."""
-    root = Path(root)
-    pkl = root / "pyannot.pkl"
-    try:
-        with pkl.open("rb") as f:
-            annotations = {str(k): v for k, v in _AnnotationUnpickler(f, encoding="latin1").load().items()}
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as e:
-        raise DatasetError(f"cannot read the UCF101-24 annotations {pkl}: {e}.") from None
-    clips = []
-    for video in sorted(p for p in (root / "videos").glob("*/*") if p.suffix in VIDEO_SUFFIXES):
-        key = f"{video.parent.name}/{video.stem}"
-        if key not in annotations:
-            continue
-        frames = read_clip(video, max_frames)
-        boxes = [[] for _ in frames]
-        for tube in annotations[key]["annotations"]:
-            xywh = np.asarray(tube["boxes"], np.float32).reshape(-1, 4)
-            for frame, (x, y, w, h) in zip(range(int(tube["sf"]), int(tube["ef"])), xywh):
-                if frame < len(frames):
-                    boxes[frame].append((x, y, x + w, y + h))
-        clips.append(Clip(f"ucf24/{key}", frames, [np.array(b, np.float32).reshape(-1, 4) for b in boxes],
-                          [[video.parent.name] * len(b) for b in boxes]))
-    if not clips:
-        raise DatasetError(f"no annotated UCF101-24 video under {root}/videos (expected videos/<Class>/<video>.avi).")
-    return clips
+    """UCF101-24 videos on disk with their action tubes (the trainer's reader)."""
+    return _action_clips(load_ucf24, root, max_frames, "ucf24")
 
 
 def mot_clips(root: str | Path, max_frames: int | None = None) -> list[Clip]:
@@ -221,7 +171,7 @@ def mot_clips(root: str | Path, max_frames: int | None = None) -> list[Clip]:
         info = configparser.ConfigParser()
         info.read(seq / "seqinfo.ini")
         images = sorted((seq / info.get("Sequence", "imDir", fallback="img1")).glob("*.jpg"))[:max_frames]
-        frames = [_read_image(p) for p in images]
+        frames = [read_image(p) for p in images]
         try:
             gt = np.loadtxt(seq / "gt" / "gt.txt", delimiter=",", ndmin=2) if (seq / "gt" / "gt.txt").is_file() else np.zeros((0, 9))
         except ValueError:
@@ -241,19 +191,4 @@ def video_clip(path: str | Path, max_frames: int | None = None) -> Clip:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"video {path} does not exist.")
-    return Clip(f"video/{path.name}", read_clip(path, max_frames))
-
-
-def _read_image(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"{path} is not a readable image.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _find_video(candidates: list[Path]) -> Path | None:
-    for base in candidates:
-        for suffix in VIDEO_SUFFIXES:
-            if base.with_suffix(suffix).is_file():
-                return base.with_suffix(suffix)
-    return None
+    return Clip(f"video/{path.name}", read_video(path, max_frames))

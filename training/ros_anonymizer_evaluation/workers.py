@@ -14,10 +14,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from . import DatasetError
+from ros_anonymizer.media import read_image
+
 from .naturalness import face_still_found, main_face, reference_detector, ssim_inside_outside
 from .recognizer import Face, FaceRecognizer
 
@@ -48,13 +48,6 @@ class ProbeResult:
     located: np.ndarray | None  # embedding at the original's landmarks; None: not asked
     still_found: bool | None  # CenterFace still finds the face; None: no reference face on the original
     ssim: tuple[float, float] | None  # (inside, outside) the reference box; None: no reference face or no output
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DatasetError(f"{path} is not a readable image.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def content_key(path: Path) -> str:
@@ -111,7 +104,7 @@ def _start(upsample: int, threads: int) -> None:
 
 
 def describe_original(path: Path) -> Original:
-    rgb = read_rgb(path)
+    rgb = read_image(path)
     return Original(_worker["recognizer"].describe(rgb), main_face(_worker["detector"](rgb), rgb.shape))
 
 
@@ -131,7 +124,7 @@ class _Measure:
 
 def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector) -> ProbeResult:
     """Anonymize one probe image with `method` and run every attack and naturalness check on it."""
-    rgb = read_rgb(task.path)
+    rgb = read_image(task.path)
     method.reset()  # each LFW image is its own scene: no face persists into the next
     image = method(rgb).image
     unchanged = image is not None and np.array_equal(image, rgb)

@@ -22,7 +22,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import TrainConfig
-from .data.faces import _read_rgb, scan_identities, split_identities
+from ros_anonymizer.media import read_image
+
+from .data.faces import scan_identities, split_identities
 
 
 def holdout_images(cfg: TrainConfig, count: int) -> list[Path]:
@@ -45,7 +47,7 @@ def measure(methods: dict, images: list[Path]) -> dict:
     recognizer = FaceRecognizer()
     counts = {name: {"faces": 0, "matched": 0, "matched_dlib_detector": 0, "face_found": 0, "distance": []} for name in methods}
     for path in tqdm(images, desc="privacy check", unit="img"):
-        rgb = _read_rgb(path)
+        rgb = read_image(path)
         original = recognizer.describe(rgb)
         ref_box = main_face(reference(rgb), rgb.shape)
         if original is None or ref_box is None:

@@ -9,11 +9,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from ros_anonymizer.media import VIDEO_SUFFIXES, image_files, read_image, read_video
 
 
 @dataclass
@@ -34,38 +32,21 @@ class ActionClip:
 def find_video(candidates: list[Path]) -> Path | None:
     """The first candidate (a path without suffix) that exists as a non-empty frame folder or a video file."""
     for base in candidates:
-        if base.is_dir() and frame_files(base):
+        if base.is_dir() and image_files(base):
             return base
-        for suffix in VIDEO_SUFFIXES:
+        for suffix in sorted(VIDEO_SUFFIXES):
             path = base.with_name(base.name + suffix)
             if path.is_file():
                 return path
     return None
 
 
-def frame_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def read_frames(video: Path) -> list[np.ndarray]:
-    """Every frame of a video file or frame folder, as RGB uint8 arrays."""
+def read_frames(video: Path, limit: int | None = None) -> list[np.ndarray]:
+    """The first `limit` (default: every) frames of a video file or frame folder, as RGB uint8 arrays."""
     video = Path(video)
     if video.is_dir():
-        frames = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in frame_files(video)]
-        if any(f is None for f in frames):
-            raise OSError(f"cannot read every image in {video}.")
-    else:
-        capture = cv2.VideoCapture(str(video))
-        frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(frame)
-        capture.release()
-        if not frames:
-            raise OSError(f"cannot decode any frame of {video}; is it a video OpenCV can read?")
-    return [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
+        return [read_image(p) for p in image_files(video)[:limit]]
+    return read_video(video, limit)
 
 
 @lru_cache(maxsize=8)

@@ -18,11 +18,10 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from ros_anonymizer.media import IMAGE_SUFFIXES, read_image
 
 
 @dataclass
@@ -142,7 +141,7 @@ class CropCache:
             cut = FaceCutter(self.cfg.crop_size, self.cfg.box_enlarge, self.cfg.detect_threshold)
             root = Path(self.cfg.faces_root)
             for path in tqdm(todo, desc="cutting face crops (CenterFace, cached)", unit="img"):
-                found = cut(_read_rgb(root / path))
+                found = cut(read_image(root / path))
                 if found is None:
                     self.missed.add(path)
                 else:
@@ -161,13 +160,6 @@ class CropCache:
         np.savez_compressed(tmp, paths=np.array(paths, dtype=str), crops=crops, squares=squares,
                             missed=np.array(sorted(self.missed), dtype=str), listing=np.array(self.listing, dtype=str))
         tmp.replace(self.path)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot read image {path}; remove it or fix the file.")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 class FaceCutter:
