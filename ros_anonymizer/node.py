@@ -24,11 +24,12 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
-from vision_msgs.msg import BoundingBox2D, Detection2D, Detection2DArray, ObjectHypothesis, ObjectHypothesisWithPose
+from vision_msgs.msg import Detection2DArray
 
 from .backends import ModelError
 from .config import AnonymizerConfig, ConfigError
 from .image_io import ImageDecodeError, decode, rgb_to_compressed, rgb_to_image
+from .messages import action_detections, face_detections
 from .pipeline import Pipeline, failure_frame
 
 NODE_NAME = "anonymizer"
@@ -60,17 +61,6 @@ def parameter_descriptor(field) -> ParameterDescriptor:
 def _plain(value):
     """rclpy returns integer arrays as array.array; the config wants lists."""
     return [int(v) for v in value] if not isinstance(value, (str, bool, int, float)) else value
-
-
-def detections_message(header, boxes: np.ndarray, scores: np.ndarray, class_ids: list[str], track_ids: np.ndarray) -> Detection2DArray:
-    """xyxy pixel boxes -> Detection2DArray (class name as class_id, track id as id); empty when no boxes."""
-    detections = []
-    for (x0, y0, x1, y1), score, class_id, track in zip(boxes.tolist(), scores.tolist(), class_ids, track_ids.tolist()):
-        bbox = BoundingBox2D(size_x=x1 - x0, size_y=y1 - y0)
-        bbox.center.position.x, bbox.center.position.y = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-        hypothesis = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=class_id, score=float(score)))
-        detections.append(Detection2D(header=header, results=[hypothesis], bbox=bbox, id=str(track)))
-    return Detection2DArray(header=header, detections=detections)
 
 
 class LatestMessage:
@@ -206,10 +196,10 @@ class AnonymizerNode(Node):
             return
         self._publish_image(result.image, encoding, msg.header, config)
         actions = result.actions
-        self.detections_pub.publish(detections_message(msg.header, actions.boxes, actions.scores, actions.names(), actions.track_ids))
+        self.detections_pub.publish(action_detections(msg.header, actions))
         if self.faces_pub is not None:
             faces = result.faces
-            self.faces_pub.publish(detections_message(msg.header, faces.boxes, faces.scores, ["face"] * len(faces), faces.track_ids))
+            self.faces_pub.publish(face_detections(msg.header, faces))
         with self.stats.lock:
             self.stats.published += 1
             self.stats.latencies_ms.append((time.monotonic() - received) * 1000.0)

@@ -32,10 +32,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from tqdm import tqdm
 
 from .. import __version__
-from ..actions import Actions
-from ..errors import UserError
 from ..config import AnonymizerConfig
+from ..errors import UserError
 from ..image_io import decode, rgb_to_compressed, rgb_to_image
+from ..messages import action_detections
 from ..pipeline import Pipeline, failure_frame
 from .reading import open_bag, read_messages
 from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, typestore
@@ -183,7 +183,7 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
             out = rgb_to_compressed(image, fmt, config.jpeg_quality, msg.header, encoding)
         else:
             out = rgb_to_image(image, encoding, msg.header)
-        detections = None if error else typestore().serialize_cdr(detections_message(msg.header, result.actions), DETECTIONS_TYPE)
+        detections = None if error else serialize_message(action_detections(msg.header, result.actions))
         encoded = serialize_message(out), detections
     except Exception as e:  # an anonymized frame that cannot be encoded is dropped, never replaced by the input
         counts.failed += 1
@@ -195,30 +195,6 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
     else:
         counts.black += 1
     return encoded
-
-
-def detections_message(header, actions: Actions):
-    """vision_msgs/Detection2DArray of the person boxes, their action and track id, stamped like the image."""
-    types = typestore().types
-    stamp = types["builtin_interfaces/msg/Time"](sec=header.stamp.sec, nanosec=header.stamp.nanosec)
-    ros_header = types["std_msgs/msg/Header"](stamp=stamp, frame_id=header.frame_id)
-    pose = types["geometry_msgs/msg/PoseWithCovariance"](
-        pose=types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](x=0.0, y=0.0, z=0.0),
-                                             orientation=types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
-        covariance=np.zeros(36, np.float64))
-    detections = []
-    names = actions.names()
-    for box, score, name, track in zip(actions.boxes, actions.scores, names, actions.track_ids):
-        x1, y1, x2, y2 = (float(v) for v in box)
-        hypothesis = types["vision_msgs/msg/ObjectHypothesis"](class_id=str(name), score=float(score))
-        center = types["vision_msgs/msg/Pose2D"](position=types["vision_msgs/msg/Point2D"](x=(x1 + x2) / 2, y=(y1 + y2) / 2),
-                                                theta=0.0)
-        detections.append(types["vision_msgs/msg/Detection2D"](
-            header=ros_header,
-            results=[types["vision_msgs/msg/ObjectHypothesisWithPose"](hypothesis=hypothesis, pose=pose)],
-            bbox=types["vision_msgs/msg/BoundingBox2D"](center=center, size_x=x2 - x1, size_y=y2 - y1),
-            id=str(int(track))))
-    return types[DETECTIONS_TYPE](header=ros_header, detections=detections)
 
 
 # Paths ---------------------------------------------------------------------
