@@ -6,6 +6,7 @@ here). Running engines needs a GPU: `engines/check_gpu.sh` does that part.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -178,23 +179,47 @@ def test_engine_from_another_tensorrt_is_refused(tmp_path, config):
         TensorRTBackend(path)
 
 
+def local_gpu() -> str | None:
+    """GPU 0's compute capability as nvidia-smi reports it (independent of the code under test), or None.
+
+    None as well when neither pycuda nor cuda-python is installed, since then no code here can use the GPU.
+    """
+    if not any(importlib.util.find_spec(name) for name in ("pycuda", "cuda")):
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.split()[0] if done.returncode == 0 and done.stdout.strip() else None
+
+
 def test_building_for_the_local_gpu_needs_one(tmp_path):
-    try:
-        path, _ = build_cached(centerface_onnx(), "face", tmp_path, BuildOptions())
-    except ModelError as e:  # the CI machine: no CUDA driver; an unsupported GPU (Hopper, Jetson) is named instead
-        assert "cannot use CUDA GPU 0" in str(e) or "cannot build for compute capability" in str(e)
+    """Without --compute-capability the build targets GPU 0: refused without one, or for one tensorrt_rtx cannot target."""
+    gpu = local_gpu()
+    if gpu is None:  # the CI machine
+        with pytest.raises(ModelError, match="cannot use CUDA GPU 0"):
+            build_cached(centerface_onnx(), "face", tmp_path, BuildOptions())
+    elif not hasattr(trt.ComputeCapability, "SM" + gpu.replace(".", "")):  # Hopper, Jetson
+        with pytest.raises(ModelError, match=f"cannot build for compute capability {gpu}"):
+            build_cached(centerface_onnx(), "face", tmp_path, BuildOptions())
     else:  # an RTX GPU: built for exactly that GPU
-        assert read_verified_sidecar(path)["options"]["compute_capability"] == read_verified_sidecar(path)["compute_capability"]
+        path, _ = build_cached(centerface_onnx(), "face", tmp_path, BuildOptions())
+        assert read_verified_sidecar(path)["options"]["compute_capability"] == read_verified_sidecar(path)["compute_capability"] == gpu
 
 
-def test_valid_engine_without_gpu_fails_with_a_clear_message(tmp_path, config):
+def test_valid_engine_runs_only_on_the_gpu_it_was_built_for(tmp_path, config):
+    """An engine for compute capability 8.9: refused without a GPU or on another GPU generation, run on an 8.9 GPU."""
     path = resolve_engine(anonymizer_model(tmp_path / "anon.onnx"), config, "anonymizer", compute_capability=SM)
-    try:
-        backend = TensorRTBackend(path)
-    except ModelError as e:  # the CI machine: no CUDA driver
-        assert "cannot use CUDA GPU 0" in str(e) or "compute capability" in str(e)
-    else:  # a machine with an RTX 40xx GPU runs it
-        out = backend.run({"faces": np.ones((3, 3, 32, 32), np.float32)})["anonymized"]
+    gpu = local_gpu()
+    if gpu is None:  # the CI machine
+        with pytest.raises(ModelError, match="cannot use CUDA GPU 0"):
+            TensorRTBackend(path)
+    elif gpu != SM:
+        with pytest.raises(ModelError, match=f"built for compute capability {SM} but GPU 0 .* has {gpu}"):
+            TensorRTBackend(path)
+    else:  # an RTX 40xx GPU runs it
+        out = TensorRTBackend(path).run({"faces": np.ones((3, 3, 32, 32), np.float32)})["anonymized"]
         np.testing.assert_allclose(out, -1.0, atol=1e-3)
 
 
