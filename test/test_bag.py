@@ -52,13 +52,13 @@ QOS = {
 
 
 @pytest.fixture(scope="module")
-def face_frames(jhmdb_frames, lfw_faces) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """JHMDB frames (320x240) with an LFW face pasted into each, drifting across the frame, and its rectangle."""
+def face_frames(sample_clip, sample_faces) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """The sample clip's 40 frames (320x240) with a sample face pasted into each, drifting across the frame, and its rectangle."""
     frames = []
-    for i, frame in enumerate(jhmdb_frames):
+    for i, frame in enumerate(sample_clip):
         frame = frame.copy()
         x, y = 190 + (i % 20), 12 + (i % 3)
-        face = lfw_faces[i % 4][1][60:190, 70:180]
+        face = sample_faces[i % 4][1][60:190, 70:180]
         frame[y:y + FACE_SIZE[1], x:x + FACE_SIZE[0]] = cv2.resize(face, FACE_SIZE, interpolation=cv2.INTER_AREA)
         frames.append((frame, (x, y, x + FACE_SIZE[0], y + FACE_SIZE[1])))
     return frames

