@@ -185,6 +185,7 @@ def test_paper_preset_builds_the_authors_networks():
     from ros_anonymizer_training.models.discriminator import build_discriminator, to_discriminator_input
 
     cfg = TrainConfig.load("paper")
+    assert cfg.pretrain_a_steps > 0 and cfg.lambda_det > 0, "the paper trains A first and keeps it working in the joint stage"
     m, d = build_anonymizer(cfg), build_discriminator(cfg, 10)
     assert len([b for b in m.net if type(b).__name__ == "ResidualBlock"]) == 9
     with torch.no_grad():
