@@ -7,7 +7,9 @@ serialization is checked against two independent ones.
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +24,8 @@ from onnx import TensorProto, helper
 from rclpy.serialization import deserialize_message
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from onnx_models import anonymizer_model
 from ros_anonymizer.cli import main
@@ -138,7 +141,7 @@ def disparity(rgb: np.ndarray, ns: int):
 
 
 def write_bag(path: Path, storage: str, frames, *, compressed: bool = True, others: bool = True,
-              extra: list[tuple[str, str, int, object]] = ()) -> None:
+              extra: list[tuple[str, str, int, object]] = (), store=STORE) -> None:
     """A rosbag2 bag: raw and compressed camera images, IMU, chatter, tf_static, a disparity image, and `extra`."""
     messages = []
     for i, (rgb, _) in enumerate(frames):
@@ -155,7 +158,7 @@ def write_bag(path: Path, storage: str, frames, *, compressed: bool = True, othe
         connections = {}
         for topic, msgtype, ns, msg in sorted(messages, key=lambda m: m[2]):
             if topic not in connections:
-                connections[topic] = writer.add_connection(topic, msgtype, typestore=STORE, offered_qos_profiles=QOS.get(topic, []))
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=QOS.get(topic, []))
             data = msg if isinstance(msg, bytes) else bytes(STORE.serialize_cdr(msg, msgtype))
             writer.write(connections[topic], ns, data)
 
@@ -285,7 +288,7 @@ def test_undecodable_frames_are_dropped_never_copied(tmp_path, face_frames, caps
     report = capsys.readouterr()
     assert f"{RAW}: 8 frames, 4 anonymized" in report.out and "4 undecodable" in report.out
     assert f"{COMPRESSED}: 6 frames, 4 anonymized" in report.out and "2 undecodable" in report.out
-    assert "6 frames could not be anonymized" in report.err
+    assert "6 messages could not be anonymized" in report.err
 
 
 @pytest.mark.parametrize("on_failure", ["drop", "black"])
@@ -422,3 +425,217 @@ def test_bad_input_stops_with_one_plain_sentence(tmp_path, face_frames, make_inp
     assert "Traceback" not in done.stderr and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+# rosbag2 metadata versions -------------------------------------------------------------
+# The layouts as rosbag2 reads them (rosbag2_storage metadata_io.cpp / yaml.hpp, humble and jazzy
+# branches): version 5 is what Humble writes and reads; 6 adds custom_data, 7 the type hash, 8
+# ros_distro, 9 the QoS profiles as a YAML list with names (Humble parses a string with numbers).
+V5_KEYS = {"version", "storage_identifier", "duration", "starting_time", "message_count", "topics_with_message_count",
+           "compression_format", "compression_mode", "relative_file_paths", "files"}
+BAG_KEYS = {5: V5_KEYS, 6: V5_KEYS | {"custom_data"}, 7: V5_KEYS | {"custom_data"},
+            8: V5_KEYS | {"custom_data", "ros_distro"}, 9: V5_KEYS | {"custom_data", "ros_distro"}}
+TOPIC_KEYS = {v: {"name", "type", "serialization_format", "offered_qos_profiles"} | ({"type_description_hash"} if v >= 7 else set())
+              for v in BAG_KEYS}
+# rmw enum numbers (rmw/types.h): KEEP_LAST 1, RELIABLE 1, BEST_EFFORT 2, TRANSIENT_LOCAL 1, VOLATILE 2, AUTOMATIC 1
+QOS_NUMBERS = {RAW: (1, 1, 2, 2), COMPRESSED: (1, 5, 1, 2), "/tf_static": (1, 1, 1, 1)}
+QOS_NAMES = {RAW: ("keep_last", 1, "best_effort", "volatile"), COMPRESSED: ("keep_last", 5, "reliable", "volatile"),
+             "/tf_static": ("keep_last", 1, "reliable", "transient_local")}
+
+
+def _check_layout(info: dict, version: int) -> None:
+    assert info["version"] == version
+    assert set(info) == BAG_KEYS[version], f"version {version} holds exactly its documented keys"
+    assert info["compression_mode"] == "" and info["compression_format"] == ""
+    assert [f["path"] for f in info["files"]] == info["relative_file_paths"]
+    for entry in info["topics_with_message_count"]:
+        meta = entry["topic_metadata"]
+        assert set(meta) == TOPIC_KEYS[version], meta["name"]
+        if meta["name"] not in QOS_NUMBERS:
+            continue
+        profiles = meta["offered_qos_profiles"]
+        if version < 9:
+            assert isinstance(profiles, str), "before version 9 the profiles are a YAML string (Humble parses a string)"
+            (qos,) = yaml.safe_load(profiles)
+            assert (qos["history"], qos["depth"], qos["reliability"], qos["durability"]) == QOS_NUMBERS[meta["name"]]
+            assert qos["liveliness"] == 1 and qos["deadline"] == {"sec": 0, "nsec": 0}
+        else:
+            (qos,) = profiles
+            assert (qos["history"], qos["depth"], qos["reliability"], qos["durability"]) == QOS_NAMES[meta["name"]]
+            assert qos["liveliness"] == "automatic"
+
+
+@pytest.mark.parametrize("target, version, storage", [
+    ("humble", 5, "sqlite3"), ("humble", 5, "mcap"), ("6", 6, "sqlite3"), ("iron", 7, "sqlite3"), ("8", 8, "mcap"),
+    ("jazzy", 9, "sqlite3"), ("kilted", 9, "mcap")])
+def test_metadata_is_written_in_the_target_distributions_layout(tmp_path, face_frames, target, version, storage):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, storage, face_frames[:2])
+    assert main(["bag", "anonymize", str(src), str(dst), "--no-progress", "--metadata-version", target]) == 0
+    info = yaml.safe_load((dst / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    _check_layout(info, version)
+    if version >= 6:
+        assert info["custom_data"]["ros_anonymizer"].endswith("filter=blur")
+    if storage == "sqlite3":  # the copy inside the database (read by `ros2 bag reindex`) says the same
+        with sqlite3.connect(next(dst.glob("*.db3"))) as db:
+            embedded_version, text = db.execute("SELECT metadata_version, metadata FROM metadata").fetchone()
+        assert embedded_version == version
+        _check_layout(yaml.safe_load(text), version)
+    inputs, in_conns = read_bag(src)
+    outputs, out_conns = read_bag(dst)  # rosbags reads every version back, QoS included
+    assert outputs["/chatter"] == inputs["/chatter"]
+    for topic in QOS_NUMBERS:
+        assert out_conns[topic].ext == in_conns[topic].ext
+
+
+@pytest.mark.parametrize("recorded", [5, 8, 9])
+def test_the_input_version_is_kept_by_default(tmp_path, face_frames, recorded):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    with Writer(src, version=max(recorded, 8)) as writer:
+        conn = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=STORE, offered_qos_profiles=QOS["/chatter"])
+        writer.write(conn, START_NS, bytes(STORE.serialize_cdr(T["std_msgs/msg/String"](data="hi"), "std_msgs/msg/String")))
+    if recorded == 5:  # as Humble writes it
+        meta = yaml.safe_load((src / "metadata.yaml").read_text())
+        info = meta["rosbag2_bagfile_information"]
+        info["version"] = 5
+        for key in ("custom_data", "ros_distro"):
+            info.pop(key)
+        info["topics_with_message_count"][0]["topic_metadata"].pop("type_description_hash")
+        (src / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    assert main(["bag", "anonymize", str(src), str(dst), "--no-progress"]) == 0
+    assert yaml.safe_load((dst / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["version"] == recorded
+
+
+def _mcap_chunk_compressions(path: Path) -> set[str]:
+    """The compression named by every Chunk record (opcode 0x06) of an mcap file."""
+    data, found, i = path.read_bytes(), set(), 8
+    while i + 9 <= len(data) - 8:
+        opcode, length = data[i], int.from_bytes(data[i + 1:i + 9], "little")
+        if opcode == 0x06:
+            body = data[i + 9:]
+            n = int.from_bytes(body[28:32], "little")  # start, end, uncompressed size, crc, then the string
+            found.add(body[32:32 + n].decode())
+        i += 9 + length
+    return found
+
+
+@pytest.mark.parametrize("out_storage, mode", [("mcap", ""), ("sqlite3", "message")])
+def test_mcap_output_never_uses_rosbag2_compression(tmp_path, face_frames, out_storage, mode):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    writer = Writer(src, version=9)  # rosbag2 message compression in the input
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    with writer:
+        conn = writer.add_connection(RAW, "sensor_msgs/msg/Image", typestore=STORE)
+        for i, (rgb, _) in enumerate(face_frames[:2]):
+            writer.write(conn, START_NS + i, bytes(STORE.serialize_cdr(raw_image(rgb, START_NS + i), "sensor_msgs/msg/Image")))
+    assert main(["bag", "anonymize", str(src), str(dst), "--no-progress", "--storage", out_storage]) == 0
+    info = yaml.safe_load((dst / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["compression_mode"] == mode and info["compression_format"] == ("zstd" if mode else "")
+    if out_storage == "mcap":
+        assert _mcap_chunk_compressions(next(dst.glob("*.mcap"))) == {"zstd"}, "MCAP's own chunk compression"
+    assert len(read_bag(dst)[0][RAW]) == 2
+
+
+# What happens to each topic (the policy) ------------------------------------------------
+
+POINTS = "/camera/points"
+XYZRGB_FIELDS = [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 16, 7)]  # PCL's PointXYZRGB: 32-byte points, padding
+
+
+def coloured_cloud(rgb: np.ndarray, ns: int, fields=XYZRGB_FIELDS, point_step: int = 32):
+    """An organized PointCloud2 whose colours are the pixels of `rgb` (a depth camera's registered cloud)."""
+    height, width = rgb.shape[:2]
+    points = np.zeros((height * width, point_step), np.uint8)
+    ys, xs = np.mgrid[0:height, 0:width]
+    xyz = np.stack([xs.ravel() * 0.01, ys.ravel() * 0.01, np.full(xs.size, 1.5)], 1).astype(np.float32)
+    points[:, 0:12] = xyz.view(np.uint8).reshape(-1, 12)
+    packed = (rgb[..., 0].astype(np.uint32) << 16 | rgb[..., 1].astype(np.uint32) << 8 | rgb[..., 2]).ravel()
+    for name, offset, _ in fields:
+        if name in ("rgb", "rgba"):
+            points[:, offset:offset + 4] = packed.view(np.uint8).reshape(-1, 4)
+    cloud_fields = [T["sensor_msgs/msg/PointField"](name=n, offset=o, datatype=d, count=1) for n, o, d in fields]
+    return T["sensor_msgs/msg/PointCloud2"](header=_header(ns), height=height, width=width, fields=cloud_fields,
+                                           is_bigendian=False, point_step=point_step, row_step=point_step * width,
+                                           data=points.reshape(-1), is_dense=True)
+
+
+BLOB_DEF = "std_msgs/Header header\nuint8[] payload\nstring encoding"
+POSE_DEF = "float64 x\nfloat64 y\nint32[] ids"
+
+
+def _custom_store():
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register({**get_types_from_msg(BLOB_DEF, "fleet_msgs/msg/Blob"), **get_types_from_msg(POSE_DEF, "fleet_msgs/msg/Pose")})
+    return store
+
+
+def test_each_topic_gets_its_policys_action_and_the_report_says_so(tmp_path, face_frames):
+    store = _custom_store()
+    frame, (x1, y1, x2, y2) = face_frames[0]
+    small = frame[y1 - 10:y2 + 10, x1 - 10:x2 + 10]  # the face and around it, as a depth camera sees it
+    ns = START_NS + 100
+    jpeg = cv2.imencode(".jpg", small[:, :, ::-1])[1].reshape(-1)
+    depth = T["sensor_msgs/msg/Image"](header=_header(ns), height=4, width=4, encoding="16UC1", is_bigendian=0, step=8,
+                                       data=np.arange(32, dtype=np.uint8))
+    plain = coloured_cloud(small[:4, :4], ns, fields=[("x", 0, 7), ("y", 4, 7), ("z", 8, 7)], point_step=16)
+    broken = coloured_cloud(small[:4, :4], ns)
+    broken.data = broken.data[:-7]
+    extra = [(POINTS, "sensor_msgs/msg/PointCloud2", ns + k, cloud) for k, cloud in enumerate([coloured_cloud(small, ns), plain, broken])]
+    extra += [("/blob", "fleet_msgs/msg/Blob", ns, store.types["fleet_msgs/msg/Blob"](header=_header(ns), payload=jpeg, encoding="jpeg")),
+              ("/pose", "fleet_msgs/msg/Pose", ns, store.types["fleet_msgs/msg/Pose"](x=1.0, y=2.0, ids=np.array([1, 2], np.int32))),
+              ("/camera/depth", "sensor_msgs/msg/Image", ns, depth)]
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "mcap", face_frames[:2], compressed=False, store=store,
+              extra=[(t, m, n, bytes(store.serialize_cdr(msg, m))) for t, m, n, msg in extra])
+    assert main(["bag", "anonymize", str(src), str(dst), "--no-progress"]) == 1, "a malformed cloud is a dropped message"
+    inputs, _ = read_bag(src)
+    outputs, out_conns = read_bag(dst)
+    assert "/blob" not in outputs, "an unknown type with a byte array may carry pixels: dropped by default"
+    assert outputs["/pose"] == inputs["/pose"], "a type without pixels is copied"
+    assert "/camera/depth" not in outputs and DISPARITY not in outputs
+
+    (_, first), (_, second) = outputs[POINTS]
+    assert second == inputs[POINTS][1][1], "a cloud without colour is written unchanged"
+    cloud = STORE.deserialize_cdr(first, "sensor_msgs/msg/PointCloud2")
+    assert [f.name for f in cloud.fields] == ["x", "y", "z"] and cloud.point_step == 12
+    assert (cloud.height, cloud.width, cloud.row_step) == (small.shape[0], small.shape[1], 12 * small.shape[1])
+    source = STORE.deserialize_cdr(inputs[POINTS][0][1], "sensor_msgs/msg/PointCloud2")
+    xyz_in = np.asarray(source.data).reshape(-1, 32)[:, :12]
+    assert np.array_equal(np.asarray(cloud.data).reshape(-1, 12), xyz_in), "the geometry is kept exactly"
+    assert cloud.header == source.header
+
+    report = json.loads((dst / "ros_anonymizer_report.json").read_text())
+    topics = report["topics"]
+    assert topics[POINTS]["action"] == "strip_colour" and topics[POINTS]["counts"] == {"stripped": 1, "unchanged": 1, "malformed": 1}
+    assert topics["/blob"]["action"] == "drop" and "payload" in topics["/blob"]["reason"]
+    assert topics["/pose"]["action"] == "copy" and topics["/pose"]["written"] == 1
+    assert topics[DISPARITY]["action"] == "drop" and topics[DISPARITY]["read"] == 1
+    assert topics["/camera/depth"]["counts"] == {"frames": 1, "depth_dropped": 1}
+    assert topics[RAW]["counts"]["anonymized"] == 2 and topics[RAW]["written"] == 2
+    assert set(topics) == set(inputs)
+    text = (dst / "ros_anonymizer_report.txt").read_text()
+    assert f"{POINTS}: 3 point clouds, 1 without colour, 1 had none, 1 malformed dropped" in text
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"topics": {POINTS: "drop"}, "types": {"fleet_msgs/msg/Blob": "copy"}}))
+    assert main(["bag", "anonymize", str(src), str(tmp_path / "out2"), "--no-progress", "--policy", str(policy)]) == 0
+    outputs2, _ = read_bag(tmp_path / "out2")
+    assert outputs2["/blob"] == inputs["/blob"] and POINTS not in outputs2
+
+
+@pytest.mark.parametrize("rules, message", [
+    ({"topics": {RAW: "copy"}}, "would write raw pixels"),
+    ({"types": {"sensor_msgs/msg/PointCloud2": "copy"}}, "would write raw pixels"),
+    ({"types": {"stereo_msgs/msg/DisparityImage": "copy"}}, "would write raw pixels"),
+    ({"topics": {"/chatter": "anonymize"}}, "only Image and CompressedImage can be anonymized"),
+    ({"topics": {"/chatter": "strip_colour"}}, "strip_colour applies to"),
+    ({"topics": {"/chatter": "blur"}}, "maps names to one of"),
+])
+def test_a_policy_that_would_leak_pixels_is_refused(tmp_path, face_frames, rules, message):
+    src = tmp_path / "in"
+    write_bag(src, "sqlite3", face_frames[:1], extra=[(POINTS, "sensor_msgs/msg/PointCloud2", START_NS, coloured_cloud(face_frames[0][0][:8, :8], START_NS))])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(rules))
+    done = bag_cli("anonymize", src, tmp_path / "out", "--no-progress", "--policy", policy)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()

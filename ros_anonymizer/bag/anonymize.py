@@ -1,24 +1,27 @@
 """`bag anonymize`: rewrite a rosbag2 recording with every camera image anonymized.
 
-Image topics (sensor_msgs Image and CompressedImage) go through one Pipeline
-per topic, so face tracks persist per camera; each gets a
-`<topic>/detections` topic (vision_msgs/Detection2DArray, the image's
-header). Every other topic is copied byte for byte with its timestamps, QoS
-and serialization format.
+Each topic gets the action its policy decides (bag/policy.py): image topics
+(sensor_msgs Image and CompressedImage) go through one Pipeline per topic, so
+face tracks persist per camera, and each gets a `<topic>/detections` topic
+(vision_msgs/Detection2DArray, the image's header); point clouds lose their
+colour fields; topics of types that carry no pixels are copied byte for byte
+with their timestamps, QoS and serialization format; everything else is left
+out. Depth images follow the `depth_images` parameter, as in the node.
 
 Fail closed: a frame that cannot be decoded or anonymized is dropped (or,
-with on_failure=black, replaced by a black frame); topics whose messages
-carry pictures this tool cannot anonymize (video packets, messages with an
-embedded image) are left out, never copied. The bag is written under a
-temporary name next to OUT and renamed only when complete, so an interrupted
-run leaves no OUT, and the input is only ever read.
+with on_failure=black, replaced by a black frame), a malformed point cloud is
+dropped. The bag is written under a temporary name next to OUT and renamed
+only when complete (report included), so an interrupted run leaves no OUT,
+and the input is only ever read. The metadata is written in the version the
+target ROS 2 distribution reads (bag/metadata.py).
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -28,7 +31,7 @@ from rosbags.interfaces import Connection, MessageDefinitionFormat
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from tqdm import tqdm
 
 from .. import __version__
@@ -37,83 +40,60 @@ from ..errors import UserError
 from ..image_io import decode, rgb_to_compressed, rgb_to_image
 from ..messages import action_detections
 from ..pipeline import Pipeline, failure_frame
+from . import metadata
+from .pointcloud import strip_colour
+from .policy import Decision, Policy
 from .reading import open_bag, read_messages
-from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, IMAGE_TYPE, typestore
+from .report import BagReport, TopicReport
+from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, typestore
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 DETECTIONS_SUFFIX = "/detections"
-
-# Message types that carry pictures this tool cannot anonymize; their topics are left out.
-PICTURE_TYPES = {
-    "theora_image_transport/msg/Packet",
-    "ffmpeg_image_transport_msgs/msg/FFMPEGPacket",
-    "foxglove_msgs/msg/CompressedVideo",
-    "foxglove_msgs/msg/RawImage",
-    "foxglove_msgs/msg/CompressedImage",
-}
+# Depth encodings (raw) and image_transport's compressedDepth format: handled by the `depth_images` rule.
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
 
 
-@dataclass
-class TopicCounts:
-    """What happened to the frames of one image topic."""
+class PipelinePool:
+    """Pipelines for the image topics of one bag after another: models load once, tracks start afresh per bag."""
 
-    frames: int = 0
-    anonymized: int = 0
-    faces: int = 0
-    black: int = 0  # could not be anonymized; replaced by a black frame (on_failure=black)
-    undecodable: int = 0  # malformed message: dropped
-    failed: int = 0  # the pipeline could not anonymize it: dropped
-    errors: dict[str, int] = field(default_factory=dict)
+    def __init__(self, config: AnonymizerConfig):
+        self.config = config
+        self._pipelines: list[Pipeline] = []
 
-    @property
-    def dropped(self) -> int:
-        return self.undecodable + self.failed
-
-    def note_error(self, text: str) -> None:
-        self.errors[text] = self.errors.get(text, 0) + 1
-
-
-@dataclass
-class BagReport:
-    output: Path
-    images: dict[str, TopicCounts] = field(default_factory=dict)
-    copied: dict[str, int] = field(default_factory=dict)  # topic -> messages copied unchanged
-    left_out: dict[str, str] = field(default_factory=dict)  # topic -> why it is not in the output
-
-    @property
-    def dropped(self) -> int:
-        return sum(c.dropped for c in self.images.values())
-
-    @property
-    def black(self) -> int:
-        return sum(c.black for c in self.images.values())
-
-    def summary(self) -> str:
-        lines = [f"wrote {self.output}"]
-        for topic, c in self.images.items():
-            line = (f"  {topic}: {c.frames} frames, {c.anonymized} anonymized ({c.faces} faces), "
-                    f"{c.black} black, {c.undecodable} undecodable and {c.failed} failed frames dropped")
-            lines.append(line)
-            lines.extend(f"    {n} x {error}" for error, n in sorted(c.errors.items(), key=lambda kv: -kv[1])[:5])
-        if self.copied:
-            lines.append(f"  copied unchanged: {len(self.copied)} topics, {sum(self.copied.values())} messages")
-        lines.extend(f"  left out {topic}: {why}" for topic, why in self.left_out.items())
-        return "\n".join(lines)
+    def take(self, count: int) -> list[Pipeline]:
+        while len(self._pipelines) < count:
+            self._pipelines.append(Pipeline(self.config))
+        for pipeline in self._pipelines[:count]:
+            pipeline.reset()
+        return self._pipelines[:count]
 
 
 def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: str | None = None,
-                  topics: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> BagReport:
-    """Write an anonymized copy of the bag `src` to the new bag folder `dst`."""
+                  topics: list[str] | None = None, overwrite: bool = False, progress: bool = True,
+                  policy: Policy | None = None, metadata_version: int | None = None,
+                  pipelines: PipelinePool | None = None) -> BagReport:
+    """Write an anonymized copy of the bag `src` to the new bag folder `dst`.
+
+    `metadata_version`: the rosbag2 metadata version to write (default: the input's); `pipelines`: a pool
+    to reuse loaded models across bags (its config must be `config` without a frame deadline).
+    """
     src, dst = Path(src), Path(dst)
     check_paths(src, dst, overwrite)
+    start = time.perf_counter()
     config = config.replace(frame_deadline_ms=0.0)  # offline: every frame may take the time it needs
+    target = metadata_version or metadata.input_version(src)
+    policy = policy or Policy()
     with open_bag(src) as reader:
-        plan = plan_topics(reader.connections, topics)
+        plan = plan_topics(reader.connections, topics, policy)
         plugin = STORAGES[storage] if storage else input_storage(src)
-        pipelines = {topic: Pipeline(config) for topic in plan.images}
-        report = BagReport(dst, images={topic: TopicCounts() for topic in plan.images}, left_out=dict(plan.left_out))
+        pool = pipelines or PipelinePool(config)
+        pipelines_by_topic = dict(zip(plan.images, pool.take(len(plan.images))))
         with staging(dst, overwrite) as path:
-            writer = _writer_like(reader, path, plugin, config)
+            writer, compression = _writer_like(reader, path, plugin, config, target)
+            report = BagReport(str(src), str(dst), plugin.name.lower(), target, compression)
+            for conn in reader.connections:
+                decision = plan.decisions[conn.topic]
+                report.topic(conn.topic, conn.msgtype, decision.action, decision.reason).read += conn.msgcount
             writer.open()
             try:
                 outputs, detections = _add_connections(writer, plan)
@@ -121,51 +101,76 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
                 messages = tqdm(reader.messages(plan.selected), total=total, unit="msg", desc="anonymizing",
                                 disable=not progress)
                 for conn, timestamp, raw in read_messages(messages, src):
-                    out = outputs[conn.id]
-                    if conn.topic not in plan.images:
-                        writer.write(out, timestamp, raw)
-                        report.copied[conn.topic] = report.copied.get(conn.topic, 0) + 1
-                        continue
-                    frame = anonymize_frame(conn.msgtype, raw, pipelines[conn.topic], config, report.images[conn.topic])
-                    if frame is not None:
-                        image_bytes, detections_bytes = frame
-                        writer.write(out, timestamp, image_bytes)
-                        if detections_bytes is not None:
-                            writer.write(detections[conn.topic], timestamp, detections_bytes)
+                    topic = report.topics[conn.topic]
+                    if topic.action == "copy":
+                        out, extra = bytes(raw), None
+                    elif topic.action == "strip_colour":
+                        out, extra = strip_cloud(raw, policy.colour_fields, topic), None
+                    else:
+                        out, extra = anonymize_frame(conn.msgtype, raw, pipelines_by_topic[conn.topic], config, topic)
+                    if out is not None:
+                        writer.write(outputs[conn.id], timestamp, out)
+                        topic.written += 1
+                    if extra is not None:
+                        writer.write(detections[conn.topic], timestamp, extra)
+                        topic.add("detections")
+                metadata.hold_back(writer, target)
                 writer.close()
             except BaseException:
                 writer.abort()
                 raise
+            metadata.finish(path, target)
+            report.seconds = round(time.perf_counter() - start, 3)
+            report.write(path)
     return report
 
 
-def _writer_like(reader, path: Path, plugin: StoragePlugin, config: AnonymizerConfig) -> Writer:
-    """A writer with the input's compression and custom data, noting how the bag was anonymized."""
-    writer = Writer(path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
-    mode = (reader.compression_mode or "").upper()
-    if mode in CompressionMode.__members__:
-        writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
+def _writer_like(reader, path: Path, plugin: StoragePlugin, config: AnonymizerConfig, target: int) -> tuple[Writer, str]:
+    """A writer for metadata version `target`, with the input's custom data, noting how the bag was anonymized.
+
+    Compression: mcap output always uses MCAP's own zstd chunk compression and never rosbag2's file or
+    message compression inside it (which rosbag2 advises against and other mcap tools cannot read);
+    sqlite3 output keeps the input's rosbag2 compression mode.
+    """
+    writer = Writer(path, version=metadata.writer_version(target), storage_plugin=plugin)
+    if plugin == StoragePlugin.MCAP:
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+        compression = "zstd chunks (mcap)"
+    else:
+        mode = (reader.compression_mode or "").upper()
+        compression = "none"
+        if mode in ("FILE", "MESSAGE"):
+            writer.set_compression(CompressionMode[mode], CompressionFormat.ZSTD)
+            compression = f"zstd per {mode.lower()} (rosbag2)"
     for key, value in (reader.storage.metadata.custom or {}).items():
         writer.set_custom_data(str(key), str(value))
     writer.set_custom_data("ros_anonymizer", f"{__version__} filter={config.filter}")
-    return writer
+    return writer, compression
 
 
 def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: AnonymizerConfig,
-                    counts: TopicCounts) -> tuple[bytes, bytes | None] | None:
-    """One image message -> serialized (anonymized image, detections), or None to drop it.
+                    counts: TopicReport) -> tuple[bytes | None, bytes | None]:
+    """One image message -> serialized (anonymized image, detections); (None, None) drops it.
 
-    A frame replaced by a black one has no detections, as in the node.
+    A frame replaced by a black one has no detections, as in the node. A depth image is dropped or
+    passed through unchanged by the `depth_images` rule.
     """
-    counts.frames += 1
+    counts.add("frames")
     compressed = msgtype == COMPRESSED_IMAGE_TYPE
     try:
         msg = deserialize_message(raw, CompressedImage if compressed else Image)
+        if is_depth(msg):
+            # rosint's `depth_images` parameter (drop / passthrough), applied as in the node; drop until it exists.
+            if getattr(config, "depth_images", "drop") == "passthrough":
+                counts.add("depth_passed")
+                return bytes(raw), None
+            counts.add("depth_dropped")
+            return None, None
         rgb, encoding = decode(msg, config.max_image_pixels)
     except Exception as e:  # any malformed message, whatever the decoder raises: drop it
-        counts.undecodable += 1
+        counts.add("undecodable")
         counts.note_error(f"undecodable: {e}")
-        return None
+        return None, None
     result = pipeline.process(rgb)
     error = result.error
     if result.image is not None and np.may_share_memory(result.image, rgb):
@@ -175,8 +180,8 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
         counts.note_error(error)
         image = failure_frame(rgb.shape, config)
     if image is None:
-        counts.failed += 1
-        return None
+        counts.add("failed")
+        return None, None
     try:
         if compressed:
             fmt = "png" if "png" in msg.format.lower() else "jpeg"
@@ -186,15 +191,37 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
         detections = None if error else serialize_message(action_detections(msg.header, result.actions))
         encoded = serialize_message(out), detections
     except Exception as e:  # an anonymized frame that cannot be encoded is dropped, never replaced by the input
-        counts.failed += 1
+        counts.add("failed")
         counts.note_error(f"cannot encode: {e}")
-        return None
+        return None, None
     if error is None:
-        counts.anonymized += 1
-        counts.faces += len(result.faces)
+        counts.add("anonymized")
+        counts.add("faces", len(result.faces))
     else:
-        counts.black += 1
+        counts.add("black")
     return encoded
+
+
+def is_depth(msg: Image | CompressedImage) -> bool:
+    """A depth image: a depth encoding, or image_transport's compressedDepth format ("16UC1; compressedDepth png")."""
+    if isinstance(msg, CompressedImage):
+        return "compresseddepth" in msg.format.lower() or msg.format.split(";")[0].strip() in DEPTH_ENCODINGS
+    return msg.encoding in DEPTH_ENCODINGS
+
+
+def strip_cloud(raw: bytes, colour_fields: tuple[str, ...], counts: TopicReport) -> bytes | None:
+    """A serialized PointCloud2 without its colour fields (unchanged if it has none); None drops a malformed one."""
+    try:
+        stripped = strip_colour(deserialize_message(raw, PointCloud2), colour_fields)
+    except Exception as e:  # a malformed cloud is dropped, never copied
+        counts.add("malformed")
+        counts.note_error(f"malformed: {e}")
+        return None
+    if stripped is None:
+        counts.add("unchanged")
+        return bytes(raw)
+    counts.add("stripped")
+    return serialize_message(stripped)
 
 
 # Paths ---------------------------------------------------------------------
@@ -234,47 +261,39 @@ def input_storage(src: Path) -> StoragePlugin:
 
 @dataclass
 class TopicPlan:
-    selected: list[Connection]  # every input connection that is read
-    images: list[str]  # image topics, anonymized
-    left_out: dict[str, str]  # topics not written, and why
+    selected: list[Connection]  # input connections that are read (copied, stripped or anonymized)
+    decisions: dict[str, Decision]  # every input topic -> its action and why
+
+    @property
+    def images(self) -> list[str]:
+        return sorted(t for t, d in self.decisions.items() if d.action == "anonymize")
 
 
-def plan_topics(connections: list[Connection], topics: list[str] | None) -> TopicPlan:
-    """Which topics are anonymized, copied or left out (pictures that cannot be anonymized)."""
+def plan_topics(connections: list[Connection], topics: list[str] | None, policy: Policy) -> TopicPlan:
+    """The policy's action for every topic; `topics` limits what is written (the rest is dropped)."""
     present = {c.topic for c in connections}
     if topics:
         missing = sorted(set(topics) - present)
         if missing:
             raise UserError(f"the bag has no topic {', '.join(missing)}; it has {', '.join(sorted(present))}.")
-    wanted = [c for c in connections if not topics or c.topic in topics]
-    images = sorted({c.topic for c in wanted if c.msgtype in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)})
-    left_out: dict[str, str] = {}
-    for c in wanted:
-        if c.topic in images and c.msgtype not in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE):
-            left_out[c.topic] = f"it mixes {c.msgtype} with image messages"
-        elif c.msgtype in PICTURE_TYPES or (c.topic not in images and _embeds_image(c)):
-            left_out[c.topic] = f"{c.msgtype} carries pictures this tool cannot anonymize"
-        elif c.topic in {t + DETECTIONS_SUFFIX for t in images}:
-            left_out[c.topic] = "replaced by the detections of the anonymized images"
-    images = [t for t in images if t not in left_out]
-    selected = [c for c in wanted if c.topic not in left_out]
-    return TopicPlan(selected, images, left_out)
-
-
-_IMAGE_FIELD_TYPES = {"sensor_msgs/Image", "sensor_msgs/msg/Image", "sensor_msgs::msg::Image",
-                      "sensor_msgs/CompressedImage", "sensor_msgs/msg/CompressedImage", "sensor_msgs::msg::CompressedImage"}
-
-
-def _embeds_image(conn: Connection) -> bool:
-    """A message type with an Image or CompressedImage field, at any depth (e.g. stereo_msgs/DisparityImage)."""
-    text = conn.msgdef.data if conn.msgdef.format != MessageDefinitionFormat.NONE else ""
-    if not text and conn.msgtype in typestore().types:
-        text, _ = typestore().generate_msgdef(conn.msgtype, ros_version=2)
-    for line in text.splitlines():
-        words = line.split("#")[0].split()
-        if words and words[0].split("[")[0] in _IMAGE_FIELD_TYPES:
-            return True
-    return False
+    by_topic: dict[str, list[Connection]] = {}
+    for c in connections:
+        by_topic.setdefault(c.topic, []).append(c)
+    decisions: dict[str, Decision] = {}
+    for topic, conns in by_topic.items():
+        options = [policy.decide(c) for c in conns]
+        decisions[topic] = options[0]
+        if len({d.action for d in options}) > 1:
+            types = ", ".join(sorted({c.msgtype for c in conns}))
+            decisions[topic] = Decision("drop", f"it mixes types that need different actions ({types})")
+    for topic in decisions:
+        if topics and topic not in topics:
+            decisions[topic] = Decision("drop", "not selected by --topics")
+    images = {t for t, d in decisions.items() if d.action == "anonymize"}
+    for topic in present & {t + DETECTIONS_SUFFIX for t in images}:
+        decisions[topic] = Decision("drop", "replaced by the detections of the anonymized images")
+    selected = [c for c in connections if decisions[c.topic].action != "drop"]
+    return TopicPlan(selected, decisions)
 
 
 def _definition(conn: Connection) -> tuple[str, str]:

@@ -17,6 +17,7 @@ VISION_MSGS_DIR = resources.files("ros_anonymizer") / "interfaces" / "vision_msg
 DETECTIONS_TYPE = "vision_msgs/msg/Detection2DArray"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+POINTCLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 
 
 @lru_cache(maxsize=1)
