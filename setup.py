@@ -17,6 +17,7 @@ setup(
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     install_requires=["setuptools", "numpy", "opencv-python-headless", "onnx", "onnxruntime", "pyyaml", "tqdm"],
+    extras_require={"bag": ["rosbags>=0.11", "ray>=2.9"]},  # the bag tools; ray only for anonymize-archive
     zip_safe=True,
     maintainer="ros_anonymizer maintainers",
     maintainer_email="maintainers@ros-anonymizer.org",

@@ -45,7 +45,7 @@ from .pointcloud import strip_colour
 from .policy import Decision, Policy
 from .reading import open_bag, read_messages
 from .report import BagReport, TopicReport
-from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, typestore
+from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, POINTCLOUD_TYPE, typestore
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 DETECTIONS_SUFFIX = "/detections"
@@ -188,8 +188,8 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
             out = rgb_to_compressed(image, fmt, config.jpeg_quality, msg.header, encoding)
         else:
             out = rgb_to_image(image, encoding, msg.header)
-        detections = None if error else serialize_message(action_detections(msg.header, result.actions))
-        encoded = serialize_message(out), detections
+        detections = None if error else clean_cdr(action_detections(msg.header, result.actions), DETECTIONS_TYPE)
+        encoded = clean_cdr(out, msgtype), detections
     except Exception as e:  # an anonymized frame that cannot be encoded is dropped, never replaced by the input
         counts.add("failed")
         counts.note_error(f"cannot encode: {e}")
@@ -221,7 +221,18 @@ def strip_cloud(raw: bytes, colour_fields: tuple[str, ...], counts: TopicReport)
         counts.add("unchanged")
         return bytes(raw)
     counts.add("stripped")
-    return serialize_message(stripped)
+    return clean_cdr(stripped, POINTCLOUD_TYPE)
+
+
+def clean_cdr(msg, msgtype: str) -> bytes:
+    """An rclpy message as CDR with zeroed alignment padding.
+
+    rclpy's serializer leaves the padding bytes between fields uninitialized: heap memory that differs
+    from run to run and may hold bytes of earlier (raw) frames. rosbags zero-fills its buffer, so the
+    message is re-serialized by it.
+    """
+    store = typestore()
+    return bytes(store.serialize_cdr(store.deserialize_cdr(serialize_message(msg), msgtype), msgtype))
 
 
 # Paths ---------------------------------------------------------------------

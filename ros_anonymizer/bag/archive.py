@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..cli import UserError
+from ..errors import UserError
 from ..config import AnonymizerConfig
 from .policy import IMAGE_TYPES, Policy
 
