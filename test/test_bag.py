@@ -335,6 +335,26 @@ def test_an_interrupted_run_leaves_no_output_and_the_input_untouched(tmp_path, f
     assert tree_hash(src) == before
 
 
+def test_a_killed_run_shows_no_output_and_the_next_run_removes_what_it_left(tmp_path, face_frames):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_bag(src, "sqlite3", face_frames * 2, compressed=False, others=False)
+    before = tree_hash(src)
+    process = subprocess.Popen([sys.executable, "-m", "ros_anonymizer.cli", "bag", "anonymize", str(src), str(dst), "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.partial-*/bag/*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert process.poll() is None, "the run must still be going when killed: " + process.stderr.read()
+    process.kill()  # SIGKILL: no clean-up code runs
+    process.communicate(timeout=30)
+    assert not dst.exists(), "OUT appears only complete"
+    assert len(list(tmp_path.glob(".out.partial-*"))) == 1, "a killed process cannot remove its hidden partial folder"
+    assert main(["bag", "anonymize", str(src), str(dst), "--no-progress"]) == 0
+    assert not list(tmp_path.glob(".out.partial-*")), "the next run for the same output removes the orphan"
+    assert len(read_bag(dst)[0][RAW]) == 2 * len(face_frames) and tree_hash(src) == before
+
+
 def test_never_writes_over_the_input_or_an_existing_bag(tmp_path, face_frames, capsys):
     src = tmp_path / "in"
     write_bag(src, "sqlite3", face_frames[:3])

@@ -17,7 +17,9 @@ target ROS 2 distribution reads (bag/metadata.py).
 """
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -252,15 +254,44 @@ def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
 
 @contextmanager
 def staging(dst: Path, overwrite: bool) -> Iterator[Path]:
-    """A bag path next to `dst`; renamed to `dst` only when the block completes, removed otherwise."""
+    """A bag path next to `dst`; renamed to `dst` only when the block completes, removed otherwise.
+
+    A run killed outright (SIGKILL, power loss) cannot remove its hidden `.NAME.partial-*` folder; the
+    next run for the same `dst` removes those whose owner (host and pid, noted inside) is gone.
+    """
+    remove_orphans(dst)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
     try:
+        (tmp / "owner").write_text(f"{socket.gethostname()} {os.getpid()}")
         yield tmp / "bag"
         if overwrite and dst.exists():
             dst.rename(tmp / "replaced")
         (tmp / "bag").rename(dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_orphans(dst: Path) -> None:
+    """Remove partial folders of `dst` left by processes of this host that no longer run."""
+    for folder in dst.parent.glob(f".{dst.name}.partial-*"):
+        try:
+            host, pid = (folder / "owner").read_text().split()
+        except (OSError, ValueError):
+            if time.time() - folder.stat().st_mtime > 60:  # no owner noted a minute after creation: orphaned
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if host == socket.gethostname() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def input_storage(src: Path) -> StoragePlugin:
