@@ -501,6 +501,8 @@ def test_metadata_is_written_in_the_target_distributions_layout(tmp_path, face_f
             embedded_version, text = db.execute("SELECT metadata_version, metadata FROM metadata").fetchone()
         assert embedded_version == version
         _check_layout(yaml.safe_load(text), version)
+    else:  # the copy in the mcap file's rosbag2 metadata record
+        _check_layout(_mcap_embedded_metadata(next(dst.glob("*.mcap"))), version)
     inputs, in_conns = read_bag(src)
     outputs, out_conns = read_bag(dst)  # rosbags reads every version back, QoS included
     assert outputs["/chatter"] == inputs["/chatter"]
@@ -526,17 +528,36 @@ def test_the_input_version_is_kept_by_default(tmp_path, face_frames, recorded):
     assert yaml.safe_load((dst / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["version"] == recorded
 
 
-def _mcap_chunk_compressions(path: Path) -> set[str]:
-    """The compression named by every Chunk record (opcode 0x06) of an mcap file."""
-    data, found, i = path.read_bytes(), set(), 8
+def _mcap_records(path: Path) -> list[tuple[int, bytes]]:
+    """(opcode, body) of every record of an mcap file, in order (the MCAP format: opcode, uint64 length, body)."""
+    data, records, i = path.read_bytes(), [], 8
     while i + 9 <= len(data) - 8:
         opcode, length = data[i], int.from_bytes(data[i + 1:i + 9], "little")
-        if opcode == 0x06:
-            body = data[i + 9:]
-            n = int.from_bytes(body[28:32], "little")  # start, end, uncompressed size, crc, then the string
-            found.add(body[32:32 + n].decode())
+        records.append((opcode, data[i + 9:i + 9 + length]))
         i += 9 + length
-    return found
+    return records
+
+
+def _mcap_string(body: bytes, at: int) -> tuple[str, int]:
+    n = int.from_bytes(body[at:at + 4], "little")
+    return body[at + 4:at + 4 + n].decode(), at + 4 + n
+
+
+def _mcap_chunk_compressions(path: Path) -> set[str]:
+    """The compression named by every Chunk record (opcode 0x06): after start, end, uncompressed size and crc."""
+    return {_mcap_string(body, 28)[0] for opcode, body in _mcap_records(path) if opcode == 0x06}
+
+
+def _mcap_embedded_metadata(path: Path) -> dict:
+    """The `rosbag2` Metadata record (opcode 0x0C): name, then a map whose serialized_metadata is the YAML."""
+    for opcode, body in _mcap_records(path):
+        if opcode == 0x0C and _mcap_string(body, 0)[0] == "rosbag2":
+            at = _mcap_string(body, 0)[1] + 4
+            key, at = _mcap_string(body, at)
+            value, _ = _mcap_string(body, at)
+            assert key == "serialized_metadata"
+            return yaml.safe_load(value)
+    raise AssertionError("no rosbag2 metadata record")
 
 
 @pytest.mark.parametrize("out_storage, mode", [("mcap", ""), ("sqlite3", "message")])
