@@ -9,8 +9,9 @@ dimensions, zero sizes, truncated and corrupted JPEGs, JPEG headers claiming
 message gets a unique header stamp. Every frame the node publishes (raw and
 compressed outputs) is matched to its input by stamp and checked:
 - from a message this project's decoder refuses: a violation (nothing may come out of it);
-- with the input's geometry: the face region must differ from the raw input's
-  face pixels (mean absolute difference > 8, as the tests require); else a raw face leaked.
+- where the face's rectangle fits in the decoded input: the face region must differ from
+  the raw input's decoded face pixels (mean absolute difference > 8, as the tests
+  require); else a raw face leaked.
 Pacing: a valid frame waits for its output (or a timeout) before the next
 message, malformed ones are sent 10 ms apart (--gap), so the node examines nearly all of
 them; the node's own counters (diagnostics) say how many it examined.
@@ -163,6 +164,7 @@ def main() -> int:
     parser.add_argument("--valid-timeout", type=float, default=2.0, help="seconds a valid frame waits for its output")
     parser.add_argument("--gap", type=float, default=0.01, help="seconds between malformed messages")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--leaks", type=Path, help="save each leaked face (input | output crop) here as PNG, to look at")
     args = parser.parse_args()
 
     from diagnostic_msgs.msg import DiagnosticArray
@@ -212,7 +214,8 @@ def main() -> int:
         x1, y1, x2, y2 = rect
         try:
             source, _ = decode(msg)  # what the node's decoder makes of it; the raw face pixels to compare with
-            crop = source[y1:y2, x1:x2].copy() if source.shape[:2] == rgb.shape[:2] else None
+            fits = source.shape[0] >= y2 and source.shape[1] >= x2  # e.g. a narrower width: the left part, face and all
+            crop = source[y1:y2, x1:x2].copy() if fits else None
             sent[stamp] = (type(msg).__name__, kind, True, crop, rect)
         except (ImageDecodeError, ValueError, cv2.error):
             sent[stamp] = (type(msg).__name__, kind, False, None, rect)
@@ -267,6 +270,11 @@ def main() -> int:
             leaks += 1
             entry["leaks"] += 1
             print(f"LEAK: {topic} output of stamp {stamp} ({msg_type}:{kind}): face region changed by only {change:.1f}", file=sys.stderr)
+            if args.leaks:
+                args.leaks.mkdir(parents=True, exist_ok=True)
+                pair = np.concatenate([crop, image[y1:y2, x1:x2]], axis=1)
+                cv2.imwrite(str(args.leaks / f"{stamp}_{msg_type}_{kind}_{topic}.png"), cv2.resize(pair[:, :, ::-1], None, fx=3, fy=3,
+                                                                                                   interpolation=cv2.INTER_NEAREST))
     for stamp, (msg_type, kind, *_rest) in sent.items():
         by_kind.setdefault(f"{msg_type}:{kind}", {"sent": 0, "published": 0, "leaks": 0})["sent"] += 1
     figures = {"messages_sent": len(sent), "seconds": round(seconds, 1), "outputs_received": len(published),
