@@ -89,6 +89,8 @@ def anonymize_bag(src: Path, dst: Path, config: AnonymizerConfig, *, storage: st
         plan = plan_topics(reader.connections, topics, policy)
         plugin = STORAGES[storage] if storage else input_storage(src)
         pool = pipelines or PipelinePool(config)
+        if pool.config != config:
+            raise ValueError("the pipeline pool was built for another configuration")
         pipelines_by_topic = dict(zip(plan.images, pool.take(len(plan.images))))
         with staging(dst, overwrite) as path:
             writer, compression = _writer_like(reader, path, plugin, config, target)
