@@ -680,3 +680,31 @@ def test_a_policy_that_would_leak_pixels_is_refused(tmp_path, face_frames, rules
     done = bag_cli("anonymize", src, tmp_path / "out", "--no-progress", "--policy", policy)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_no_standard_type_that_can_hold_pixels_is_copied_by_default():
+    """Every message type of ROS 2 Kilted (plus vision_msgs): the default copies none that can hold a picture."""
+    from rosbags.interfaces import Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat
+
+    from ros_anonymizer.bag.policy import Policy
+    from ros_anonymizer.bag.types import typestore
+
+    store = typestore()
+    decisions = {}
+    for msgtype in sorted(store.types):
+        text, _ = store.generate_msgdef(msgtype, ros_version=2)
+        conn = Connection(1, "/t", msgtype, MessageDefinition(MessageDefinitionFormat.MSG, text), "", 0,
+                          ConnectionExtRosbag2("cdr", []), None)
+        decisions[msgtype] = Policy().decide(conn).action
+    assert decisions["sensor_msgs/msg/Image"] == decisions["sensor_msgs/msg/CompressedImage"] == "anonymize"
+    assert decisions["sensor_msgs/msg/PointCloud2"] == "strip_colour"
+    dropped = {t for t, a in decisions.items() if a == "drop"}
+    assert {"stereo_msgs/msg/DisparityImage", "std_msgs/msg/UInt8MultiArray", "std_msgs/msg/ByteMultiArray",
+            "visualization_msgs/msg/MeshFile", "visualization_msgs/msg/Marker", "visualization_msgs/msg/MarkerArray",
+            "rcl_interfaces/msg/ParameterEvent"} <= dropped
+    copied = {t for t, a in decisions.items() if a == "copy"}
+    assert {"sensor_msgs/msg/Imu", "sensor_msgs/msg/CameraInfo", "tf2_msgs/msg/TFMessage", "nav_msgs/msg/OccupancyGrid",
+            "std_msgs/msg/String", "vision_msgs/msg/Detection2DArray", "unique_identifier_msgs/msg/UUID"} <= copied
+    for msgtype in copied:  # nothing copied carries an image, a cloud or a byte sequence, at any depth
+        fields = str(store.fielddefs[msgtype])
+        assert "Image" not in fields and "PointCloud2" not in fields, msgtype
