@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "test"))
 from ros_env import NodeProcess, RosPeer, isolated_environment  # noqa: E402
 
 from ros_anonymizer.image_io import ImageDecodeError, decode, image_to_rgb  # noqa: E402
-from ros_anonymizer.video import read_video  # noqa: E402
+from ros_anonymizer.media import read_image, read_video  # noqa: E402
 
 DATA = Path(os.environ.get("ROS_ANONYMIZER_DATA", REPO.parent / "shared" / "data"))
 FACE = (56, 66)
@@ -61,7 +61,7 @@ def base_frames(count: int = 8) -> list[tuple[np.ndarray, tuple[int, int, int, i
     people = sorted(p for p in (DATA / "lfw" / "images").iterdir() if p.is_dir())[:count]
     frames = []
     for i, frame in enumerate(clip):
-        face = cv2.imread(str(sorted(people[i].glob("*.jpg"))[0]))[60:190, 70:180, ::-1]
+        face = read_image(sorted(people[i].glob("*.jpg"))[0])[60:190, 70:180]
         x, y = 190 + 3 * i, 12 + i
         frame = frame.copy()
         frame[y:y + FACE[1], x:x + FACE[0]] = cv2.resize(face, FACE, interpolation=cv2.INTER_AREA)
