@@ -84,9 +84,9 @@ def main() -> int:
             start = time.perf_counter()
             report = anonymize_bag(src, Path(tmp) / f"out-{name}", config, progress=False)
             seconds = time.perf_counter() - start
-            counts = report.images["/camera/image_raw"]
-            faces = counts.faces / max(counts.frames, 1)
-            rows.append((name, f"{counts.anonymized / seconds:.1f}", f"{seconds:.2f}", f"{faces:.2f}", ""))
+            counts = report.topics["/camera/image_raw"]
+            faces = counts["faces"] / max(counts["frames"], 1)
+            rows.append((name, f"{counts['anonymized'] / seconds:.1f}", f"{seconds:.2f}", f"{faces:.2f}", ""))
     print(f"bag anonymize, {args.frames} frames of {SIZE[0]}x{SIZE[1]} bgr8, {args.storage}; "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
     print("| filter | frames/s | seconds | faces/frame | note |\n|---|---|---|---|---|")
