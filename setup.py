@@ -9,7 +9,7 @@ setup(
     version="0.1.0",
     # the runtime only: engines/ and training/ are separate distributions (their own pyproject.toml)
     packages=find_packages(include=["ros_anonymizer", "ros_anonymizer.*"]),
-    package_data={"ros_anonymizer": ["models/*.onnx", "models/*.md", "interfaces/vision_msgs/*.msg"]},
+    package_data={"ros_anonymizer": ["models/*.onnx", "models/*.md", "resources/*.png", "interfaces/vision_msgs/*.msg"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),

@@ -14,6 +14,8 @@ from .config import AnonymizerConfig
 CENTERFACE_INPUT = "input.1"
 CENTERFACE_OUTPUTS = ("537", "538", "539", "540")  # heatmap, scale, offset, landmarks at 1/4 resolution
 _STRIDE = 4
+KNOWN_FACE_BOX = np.array([39, 25, 90, 95], np.float32)  # the face in resources/known_face.png, xyxy
+SELF_TEST_SCORE = 0.5  # the known face scores about 0.9 on a healthy float or INT8 CenterFace
 
 
 @dataclass
@@ -48,9 +50,45 @@ def centerface_onnx() -> bytes:
 
 
 def load_face_detector(config: AnonymizerConfig) -> "CenterFaceDetector":
+    """The configured face detector, after it has found the bundled known face (see `self_test`)."""
     model = config.face_model or centerface_onnx()
     backend = load_model(model, config, "face")
-    return CenterFaceDetector(backend, config.score_threshold, config.detection_scale)
+    detector = CenterFaceDetector(backend, config.score_threshold, config.detection_scale)
+    self_test(detector)
+    return detector
+
+
+@lru_cache(maxsize=1)
+def known_face() -> np.ndarray:
+    """The bundled known face (RGB 128x128): a crop of NASA's astronaut portrait (public domain), as scikit-image ships it."""
+    data = (importlib.resources.files("ros_anonymizer") / "resources" / "known_face.png").read_bytes()
+    return np.ascontiguousarray(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+def self_test_frame(detection_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A grey 320x240 scene with the known face in it, sized so the detector sees it the same at any scale; and its box."""
+    zoom = 1.0 / detection_scale
+    frame = np.full((max(1, round(240 * zoom)), max(1, round(320 * zoom)), 3), 127, np.uint8)
+    side, x, y = round(128 * zoom), round(96 * zoom), round(56 * zoom)
+    frame[y:y + side, x:x + side] = cv2.resize(known_face(), (side, side), interpolation=cv2.INTER_AREA if zoom < 1 else cv2.INTER_LINEAR)
+    return frame, KNOWN_FACE_BOX * zoom + np.array([x, y, x, y], np.float32)
+
+
+def self_test(detector: "CenterFaceDetector") -> None:
+    """Stop start-up (ModelError) unless the detector finds the known face where it is.
+
+    A corrupted model or engine, a bad INT8 calibration or a broken backend
+    otherwise finds no faces and every frame goes out as it came in.
+    """
+    frame, box = self_test_frame(detector.detection_scale)
+    try:
+        faces = detector.detect(frame, SELF_TEST_SCORE)
+    except ModelError as e:
+        raise ModelError(f"the face detector failed its start-up self-test: {e}") from None
+    if not len(faces) or box_iou(faces.boxes, box[None]).max() < 0.5:
+        raise ModelError(f"the face detector ({detector.backend.name}) did not find the known test face at start-up, so it "
+                         "would miss real faces too: the model, engine or INT8 calibration is broken; rebuild it or use the "
+                         "float CenterFace (face_precision: fp32, face_model empty).")
 
 
 class CenterFaceDetector:
@@ -67,10 +105,13 @@ class CenterFaceDetector:
         self.nms_iou = nms_iou
 
     def __call__(self, rgb: np.ndarray) -> Faces:
+        return self.detect(rgb, self.score_threshold)
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> Faces:
         height, width = rgb.shape[:2]
         blob, (h, w) = centerface_input(rgb, self.detection_scale)
         out = self.backend.run({CENTERFACE_INPUT: blob})
-        boxes, scores, landmarks = decode_centerface(*(out[name][0] for name in CENTERFACE_OUTPUTS), self.score_threshold, (h, w))
+        boxes, scores, landmarks = decode_centerface(*(out[name][0] for name in CENTERFACE_OUTPUTS), threshold, (h, w))
         keep = nms(boxes, scores, self.nms_iou)
         factor = np.array([width / w, height / h] * 5, np.float32)
         return Faces(boxes[keep] * factor[:4], scores[keep], landmarks[keep] * factor, np.zeros(len(keep), np.int64))
@@ -90,8 +131,8 @@ def decode_centerface(heatmap, scale, offset, landmarks, threshold: float, size:
     """Heatmap peaks above `threshold` -> boxes (xyxy), scores and landmarks in detector-input pixels."""
     ys, xs = np.nonzero(heatmap[0] > threshold)
     scores = heatmap[0, ys, xs].astype(np.float32)
-    box_h = np.exp(scale[0, ys, xs]) * _STRIDE
-    box_w = np.exp(scale[1, ys, xs]) * _STRIDE
+    box_h = np.exp(np.minimum(scale[0, ys, xs], 16.0)) * _STRIDE  # bounded: a broken model must not overflow
+    box_w = np.exp(np.minimum(scale[1, ys, xs], 16.0)) * _STRIDE
     x1 = np.clip((xs + offset[1, ys, xs] + 0.5) * _STRIDE - box_w / 2, 0, size[1])
     y1 = np.clip((ys + offset[0, ys, xs] + 0.5) * _STRIDE - box_h / 2, 0, size[0])
     boxes = np.stack([x1, y1, np.minimum(x1 + box_w, size[1]), np.minimum(y1 + box_h, size[0])], 1).astype(np.float32)

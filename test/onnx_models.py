@@ -39,3 +39,62 @@ def anonymizer_model(path: Path, crop_size: int = 32, *, fixed_batch: int | None
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def nan_anonymizer_model(path: Path, crop_size: int = 32) -> Path:
+    """An anonymizer following the M contract whose output is NaN wherever the input is negative (Sqrt)."""
+    graph = helper.make_graph(
+        [helper.make_node("Sqrt", ["faces"], ["anonymized"])], "nan_anonymizer",
+        [helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 3, crop_size, crop_size])],
+        [helper.make_tensor_value_info("anonymized", TensorProto.FLOAT, ["N", 3, crop_size, crop_size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"model_kind": "anonymizer", "crop_size": str(crop_size), "value_range": "[-1, 1]",
+                       "box_enlarge": "1.3", "trained_on": "nothing: a test model whose output is NaN"}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def centerface_nan_when_dark(path: Path, darkness: float = 40.0) -> Path:
+    """The real CenterFace, whose heatmap turns NaN on frames darker than `darkness` (mean grey level).
+
+    Heatmap + 0 * log(mean(input) - darkness): unchanged on brighter frames (the
+    start-up self-test passes), NaN on darker ones, as a broken engine might.
+    """
+    from ros_anonymizer.faces import CENTERFACE_INPUT, CENTERFACE_OUTPUTS, centerface_onnx
+
+    model = onnx.load_from_string(centerface_onnx())
+    heatmap = CENTERFACE_OUTPUTS[0]
+    for node in model.graph.node:
+        node.output[:] = [o + "_raw" if o == heatmap else o for o in node.output]
+    model.graph.initializer.extend([helper.make_tensor("darkness", TensorProto.FLOAT, [], [darkness]),
+                                    helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    model.graph.node.extend([
+        helper.make_node("ReduceMean", [CENTERFACE_INPUT], ["mean"], keepdims=0),
+        helper.make_node("Sub", ["mean", "darkness"], ["margin"]),
+        helper.make_node("Log", ["margin"], ["log_margin"]),
+        helper.make_node("Mul", ["log_margin", "zero"], ["poison"]),
+        helper.make_node("Add", [heatmap + "_raw", "poison"], [heatmap]),
+    ])
+    onnx.save(model, str(path))
+    return path
+
+
+def centerface_corrupted(path: Path, seed: int = 0) -> Path:
+    """The real CenterFace with its convolution weights shuffled: it loads and runs, and finds nothing."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from ros_anonymizer.faces import centerface_onnx
+
+    model = onnx.load_from_string(centerface_onnx())
+    rng = np.random.default_rng(seed)
+    for i, tensor in enumerate(model.graph.initializer):
+        weights = numpy_helper.to_array(tensor)
+        if weights.ndim == 4:  # convolution kernels
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(rng.permutation(weights.ravel()).reshape(weights.shape), tensor.name))
+    onnx.save(model, str(path))
+    return path

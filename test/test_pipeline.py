@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx_models import anonymizer_model
+from onnx_models import anonymizer_model, centerface_corrupted, centerface_nan_when_dark, nan_anonymizer_model
 
 from ros_anonymizer.backends import ModelError
 from ros_anonymizer.config import AnonymizerConfig, ConfigError
@@ -100,3 +100,38 @@ def test_reconfigure_refuses_start_up_only_parameters(pipeline):
 def test_timings_are_reported(pipeline, astronaut):
     timings = pipeline.process(astronaut).timings_ms
     assert {"faces", "filter", "actions", "total"} <= set(timings) and timings["total"] > 0
+
+
+def test_a_detector_that_does_not_find_the_known_face_stops_start_up(tmp_path):
+    """A real CenterFace with scrambled weights loads and runs, finds nothing, and must not be used."""
+    model = centerface_corrupted(tmp_path / "corrupted.onnx")
+    with pytest.raises(ModelError, match="did not find the known test face"):
+        Pipeline(AnonymizerConfig(face_model=str(model)))
+
+
+@pytest.mark.parametrize("scale", [0.25, 1.0, 3.0])
+def test_the_real_detector_passes_the_self_test_at_any_scale(scale):
+    assert Pipeline(AnonymizerConfig(detection_scale=scale)).detector.detection_scale == scale
+
+
+def test_nan_in_the_detector_output_is_a_failed_frame_never_no_faces(tmp_path, astronaut):
+    """Passes the self-test (a bright frame), then outputs NaN on a dark frame: that frame is not published."""
+    pipeline = Pipeline(AnonymizerConfig(face_model=str(centerface_nan_when_dark(tmp_path / "nan.onnx")), on_failure="drop"))
+    assert pipeline.process(astronaut).ok
+    dark = (astronaut // 8).astype(np.uint8)
+    result = pipeline.process(dark)
+    assert result.image is None and "NaN" in result.error
+    black = Pipeline(pipeline.config.replace(on_failure="black"))
+    assert black.process(dark).image is None  # `black` is the node's and file tools' business; the pipeline gives nothing
+
+
+def test_a_detector_whose_output_is_nan_from_the_start_stops_start_up(tmp_path):
+    model = centerface_nan_when_dark(tmp_path / "nan.onnx", darkness=1000.0)
+    with pytest.raises(ModelError, match="self-test.*NaN"):
+        Pipeline(AnonymizerConfig(face_model=str(model)))
+
+
+def test_nan_in_the_anonymizer_output_is_a_failed_frame(tmp_path, astronaut):
+    pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(nan_anonymizer_model(tmp_path / "m.onnx"))))
+    result = pipeline.process(astronaut)
+    assert result.image is None and "NaN" in result.error

@@ -26,9 +26,21 @@ class Backend(ABC):
     outputs: list[TensorSpec]
     metadata: dict[str, str]
 
-    @abstractmethod
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one inference; returns every output by name. Raises on any failure."""
+        """Run one inference; returns every output by name. Raises on any failure.
+
+        NaN or Inf in any floating-point output is a failure (ModelError), never
+        a result: a corrupted engine or a bad calibration must not read as "no faces".
+        """
+        outputs = self._run(feeds)
+        for name, value in outputs.items():
+            if value.dtype.kind in "fc" and not np.isfinite(value).all():
+                raise ModelError(f"{self.name} model output {name!r} contains NaN or Inf; the frame cannot be trusted.")
+        return outputs
+
+    @abstractmethod
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The backend's own inference, before the output check."""
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:

@@ -39,7 +39,7 @@ class OnnxRuntimeBackend(Backend):
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         self._output_names = [o.name for o in self.outputs]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
 
 

@@ -261,7 +261,7 @@ class TensorRTBackend(Backend):
         self.inputs = [TensorSpec(n, tuple(self._engine.get_tensor_shape(n)), dtypes[n]) for n in self._inputs]
         self.outputs = [TensorSpec(n, tuple(self._engine.get_tensor_shape(n)), dtypes[n]) for n in self._outputs]
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = set(self._inputs) - set(feeds)
         if missing:
             raise ModelError(f"TensorRT engine {self.path.name} needs input(s) {', '.join(sorted(missing))}.")
