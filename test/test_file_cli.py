@@ -85,3 +85,83 @@ def test_one_frame_size_limit_a_4k_photo_passes_a_larger_one_is_one_sentence(tmp
     assert small.returncode == 2 and "Traceback" not in small.stderr and not (tmp_path / "refused.png").exists()
     assert small.stderr.strip() == (f"ros-anonymizer anonymize: error: {src} is 3840x2160, more than max_image_pixels "
                                     f"({3840 * 2160 - 1} pixels); raise it with --set max_image_pixels=N if this size is intended.")
+
+
+def test_offline_tools_have_no_frame_deadline(tmp_path, astronaut):
+    """The node's deadline would drop a slow frame (a 4K photo takes seconds here); offline it is anonymized."""
+    src, dst = tmp_path / "in.png", tmp_path / "out.png"
+    cv2.imwrite(str(src), astronaut[:, :, ::-1])
+    assert main(["anonymize", str(src), str(dst), "--filter", "mask", "--set", "frame_deadline_ms=0.01"]) == 0
+    assert (cv2.imread(str(dst))[100:150, 200:250] == 0).all()
+
+
+def _write_video(path, frames, fps=10):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(np.ascontiguousarray(frame[:, :, ::-1]))
+    writer.release()
+
+
+def test_a_video_keeps_its_frame_count_with_black_frames_where_anonymization_failed(tmp_path, astronaut):
+    """A real CenterFace that outputs NaN on dark frames: those frames come out black, the others anonymized, none lost."""
+    from onnx_models import centerface_nan_when_dark
+
+    model = centerface_nan_when_dark(tmp_path / "nan.onnx")
+    face = cv2.resize(astronaut, (320, 320))[40:280]
+    frames = [face if i not in (3, 4) else face // 8 for i in range(8)]
+    src, dst = tmp_path / "in.avi", tmp_path / "out.avi"
+    _write_video(src, frames)
+    assert main(["anonymize", str(src), str(dst), "--filter", "mask", "--set", f"face_model={model}"]) == 1
+    out = read_video(dst)
+    assert len(out) == len(frames)
+    assert all(out[i].max() < 20 for i in (3, 4)), "a failed frame must be black"
+    assert all(out[i].mean() > 60 for i in (0, 1, 2, 5, 6, 7))
+
+
+def _streams(path) -> str:
+    from ros_anonymizer.file_cli import ffmpeg_executable
+
+    return subprocess.run([ffmpeg_executable(), "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+
+
+def test_a_video_keeps_its_audio_track(tmp_path, astronaut):
+    from ros_anonymizer.file_cli import ffmpeg_executable
+
+    face = cv2.resize(astronaut, (320, 320))[40:280]
+    silent, src, dst = tmp_path / "silent.avi", tmp_path / "in.mp4", tmp_path / "out.mp4"
+    _write_video(silent, [face] * 10)
+    subprocess.run([ffmpeg_executable(), "-loglevel", "error", "-i", str(silent), "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+                    "-c:v", "mpeg4", "-c:a", "aac", "-shortest", str(src)], check=True)
+    assert "Audio:" in _streams(src)
+    assert main(["anonymize", str(src), str(dst), "--filter", "mask"]) == 0
+    streams = _streams(dst)
+    assert "Audio:" in streams and "Video:" in streams
+    out = read_video(dst)
+    assert len(out) == 10 and all((frame[10:60, 120:165] < 40).all() for frame in out), "the pictures are the anonymized ones"
+    assert not list(tmp_path.glob(".anonymizing-*")), "temporary files are removed"
+
+
+def _photo_folder(folder, astronaut, names):
+    """The astronaut photo, then photos of an empty scene: a face painted over those would be a persisted track."""
+    folder.mkdir()
+    empty = np.full_like(astronaut, 127)
+    for i, name in enumerate(names):
+        cv2.imwrite(str(folder / name), (astronaut if i == 0 else empty)[:, :, ::-1])
+
+
+def test_unrelated_photos_do_not_share_face_tracks(tmp_path, astronaut):
+    _photo_folder(tmp_path / "photos", astronaut, ["beach.png", "kitchen.png", "street.png"])
+    assert main(["anonymize", str(tmp_path / "photos"), str(tmp_path / "out"), "--filter", "mask"]) == 0
+    for name in ("kitchen.png", "street.png"):
+        assert (cv2.imread(str(tmp_path / "out" / name)) == 127).all(), f"{name} got a face region from another photo"
+
+
+def test_frame_sequences_keep_face_tracks(tmp_path, astronaut):
+    _photo_folder(tmp_path / "frames", astronaut, ["frame_0009.png", "frame_0010.png", "frame_0011.png"])
+    assert main(["anonymize", str(tmp_path / "frames"), str(tmp_path / "out"), "--filter", "mask"]) == 0
+    assert (cv2.imread(str(tmp_path / "out" / "frame_0010.png")) == 0).any(), "a frame right after a face keeps it covered"
+    assert main(["anonymize", str(tmp_path / "frames"), str(tmp_path / "out2"), "--filter", "mask", "--photos"]) == 0
+    assert (cv2.imread(str(tmp_path / "out2" / "frame_0010.png")) == 127).all()
+    _photo_folder(tmp_path / "named", astronaut, ["a.png", "b.png", "c.png"])
+    assert main(["anonymize", str(tmp_path / "named"), str(tmp_path / "out3"), "--filter", "mask", "--sequence"]) == 0
+    assert (cv2.imread(str(tmp_path / "out3" / "b.png")) == 0).any()
