@@ -95,3 +95,29 @@ def test_learned_model_without_its_metadata_is_refused(tmp_path, missing):
     model = anonymizer_model(tmp_path / "m.onnx", metadata={missing: None})
     with pytest.raises(ModelError):
         LearnedAnonymizer(load_backend(model))
+
+
+def test_noise_resists_a_located_attack_where_noise_alone_does_not(lfw_faces):
+    """dlib, told where each face was and how it was aligned, re-identifies noise-only faces but not the noise filter's."""
+    from ros_anonymizer.evaluate.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
+
+    recognizer = FaceRecognizer()
+    pipeline = Pipeline(AnonymizerConfig(filter="noise", persist_frames=0))
+    rng = np.random.default_rng(0)
+    noise_only = filtered = attacked = 0
+    for _, face in lfw_faces[:20]:
+        original = recognizer.describe(face)
+        pipeline.reset()
+        result = pipeline.process(face)
+        if original is None or not len(result.regions):
+            continue
+        attacked += 1
+        noisy = face.copy()
+        for x1, y1, x2, y2 in result.regions:  # the previous noise filter: the same noise, no blur under it
+            noisy[y1:y2, x1:x2] = np.clip(noisy[y1:y2, x1:x2] + rng.normal(0, AnonymizerConfig().noise_sigma, (y2 - y1, x2 - x1, 3)), 0, 255)
+        distance = lambda image: np.linalg.norm(recognizer.embed_at(image, original) - original.embedding)
+        noise_only += distance(noisy) < DISTANCE_THRESHOLD
+        filtered += distance(result.image) < DISTANCE_THRESHOLD
+    assert attacked >= 15
+    assert noise_only >= 2, "the attack must be able to succeed (it does on noise alone)"
+    assert filtered == 0
