@@ -106,3 +106,25 @@ def test_an_unwritable_cache_means_the_float_detector(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         pipeline = Pipeline(AnonymizerConfig(engine_cache_dir=str(blocked / "engines")))
     assert "precision" not in pipeline.detector.backend.metadata and "could not be made" in caplog.text
+
+
+def test_on_a_gpu_the_default_detector_is_float(monkeypatch):
+    """ONNX Runtime's CUDA provider or TensorRT: INT8 for the CPU is not made; the float model (or its engine) runs."""
+    import onnxruntime
+
+    from ros_anonymizer.faces import centerface_onnx
+    from ros_anonymizer.int8_detector import default_face_model
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert default_face_model(AnonymizerConfig()) == centerface_onnx()
+    assert default_face_model(AnonymizerConfig(backend="tensorrt")) == centerface_onnx()
+    assert default_face_model(AnonymizerConfig(use_gpu=False)) != centerface_onnx()
+
+
+def test_every_backend_checks_its_outputs_the_same_way():
+    """The NaN/Inf check lives in Backend.run; backends implement _run, so none can skip it."""
+    from ros_anonymizer.backends.base import Backend
+    from ros_anonymizer.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from ros_anonymizer.backends.tensorrt_backend import TensorRTBackend
+
+    assert OnnxRuntimeBackend.run is Backend.run and TensorRTBackend.run is Backend.run

@@ -20,8 +20,8 @@ from ros_anonymizer.errors import UserError
 from ros_anonymizer.cli_args import add_config_arguments, config_from_args
 from ros_anonymizer.filters import bundled_model
 from .clips import ClipStudy
+from .leaks import ReferenceFaces
 from .methods import METHODS, PipelineMethod, build_methods, sweep_methods, trained_identities
-from .naturalness import reference_detector
 from .privacy import LfwStudy, OriginalsCache, read_pairs, select_pairs
 from .report import write_report
 from .workers import FaceWorkers
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     if clips:
         action_detector = _action_detector(args, config, notes)
-        study = ClipStudy(clips, reference_detector(), action_detector, config.action_threshold, progress)
+        study = ClipStudy(clips, ReferenceFaces(), action_detector, config.action_threshold, progress)
         report["clips"] = [{"name": c.name, "frames": len(c.frames), "size": f"{c.frames[0].shape[1]}x{c.frames[0].shape[0]}"}
                            for c in clips]
         for method in progress(methods + sweeps, desc="clips"):
