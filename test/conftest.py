@@ -115,3 +115,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
     terminalreporter.section(f"{len(skipped)} test(s) skipped", sep="-")
     for reason, count in reasons.most_common():
         terminalreporter.write_line(f"{count:4d}  {reason}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def int8_face_detector_made_once():
+    """The runtime makes its INT8 CenterFace at the first start on a machine (about 20 s): do it once, up front,
+    so no test that starts a node or a CLI with a short timeout pays for it."""
+    from ros_anonymizer.config import AnonymizerConfig
+    from ros_anonymizer.int8_detector import int8_centerface
+
+    int8_centerface(AnonymizerConfig().engine_cache_dir)

@@ -102,7 +102,7 @@ def test_noise_resists_a_located_attack_where_noise_alone_does_not(lfw_faces):
     from ros_anonymizer.evaluate.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
 
     recognizer = FaceRecognizer()
-    pipeline = Pipeline(AnonymizerConfig(filter="noise", persist_frames=0))
+    pipeline = Pipeline(AnonymizerConfig(filter="noise", persist_frames=0, frame_deadline_ms=0.0))
     rng = np.random.default_rng(0)
     noise_only = filtered = attacked = 0
     for _, face in lfw_faces[:20]:

@@ -116,7 +116,8 @@ def test_the_real_detector_passes_the_self_test_at_any_scale(scale):
 
 def test_nan_in_the_detector_output_is_a_failed_frame_never_no_faces(tmp_path, astronaut):
     """Passes the self-test (a bright frame), then outputs NaN on a dark frame: that frame is not published."""
-    pipeline = Pipeline(AnonymizerConfig(face_model=str(centerface_nan_when_dark(tmp_path / "nan.onnx")), on_failure="drop"))
+    model = centerface_nan_when_dark(tmp_path / "nan.onnx")
+    pipeline = Pipeline(AnonymizerConfig(face_model=str(model), on_failure="drop", frame_deadline_ms=0.0))
     assert pipeline.process(astronaut).ok
     dark = (astronaut // 8).astype(np.uint8)
     result = pipeline.process(dark)
@@ -132,6 +133,7 @@ def test_a_detector_whose_output_is_nan_from_the_start_stops_start_up(tmp_path):
 
 
 def test_nan_in_the_anonymizer_output_is_a_failed_frame(tmp_path, astronaut):
-    pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(nan_anonymizer_model(tmp_path / "m.onnx"))))
+    model = nan_anonymizer_model(tmp_path / "m.onnx")
+    pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model), frame_deadline_ms=0.0))
     result = pipeline.process(astronaut)
     assert result.image is None and "NaN" in result.error

