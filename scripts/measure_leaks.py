@@ -1,6 +1,6 @@
 """Faces left un-anonymized on real video, per setting, against deface on the same frames (issue 11).
 
-Reference faces (ros_anonymizer.evaluate.leaks.ReferenceFaces): CenterFace at
+Reference faces (ros_anonymizer_evaluation.leaks.ReferenceFaces): CenterFace at
 0.3 through deface's own wrapper, or dlib's HOG detector on a 2x upscale. A
 leak: a reference face whose box is left mostly unchanged in the published
 frame. Every clip runs in order, each setting's tracks reset between clips.
@@ -27,9 +27,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ros_anonymizer.config import AnonymizerConfig
-from ros_anonymizer.evaluate.leaks import LeakCounter, ReferenceFaces
-from ros_anonymizer.evaluate.methods import Deface, PipelineMethod, evaluation_config
-from ros_anonymizer.video import read_video
+from ros_anonymizer.media import read_video
+from ros_anonymizer_evaluation.leaks import LeakCounter, ReferenceFaces
+from ros_anonymizer_evaluation.methods import Deface, PipelineMethod, evaluation_config
 
 REPO = Path(__file__).resolve().parents[1]
 OPENCV_DOC = Path("/usr/share/doc/opencv-doc/examples/data")

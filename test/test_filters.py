@@ -99,7 +99,7 @@ def test_learned_model_without_its_metadata_is_refused(tmp_path, missing):
 
 def test_noise_resists_a_located_attack_where_noise_alone_does_not(lfw_faces):
     """dlib, told where each face was and how it was aligned, re-identifies noise-only faces but not the noise filter's."""
-    from ros_anonymizer.evaluate.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
+    from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
 
     recognizer = FaceRecognizer()
     pipeline = Pipeline(AnonymizerConfig(filter="noise", persist_frames=0, frame_deadline_ms=0.0))

@@ -22,7 +22,7 @@ import io
 import cv2
 import numpy as np
 
-from ..faces import Faces, box_iou
+from ros_anonymizer.faces import Faces, box_iou
 
 REFERENCE_SCORE = 0.3  # CenterFace score of a reference face
 SAME_FACE_IOU = 0.3  # a dlib face overlapping a CenterFace face this much is the same face
