@@ -12,7 +12,7 @@ from ros_anonymizer.pipeline import Pipeline, failure_frame
 
 @pytest.fixture(scope="module")
 def pipeline():
-    return Pipeline(AnonymizerConfig(filter="mask"))
+    return Pipeline(AnonymizerConfig(filter="mask", frame_deadline_ms=0.0))
 
 
 def test_missing_model_file_stops_start_up():
@@ -50,7 +50,7 @@ def test_model_error_at_run_time_gives_no_frame(tmp_path, frame_with_faces):
     """A real ONNX model that runs for one face and fails inside ONNX Runtime for more."""
     frame, _ = frame_with_faces
     model = anonymizer_model(tmp_path / "m.onnx", fixed_batch=1)
-    pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model)))
+    pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model), frame_deadline_ms=0.0))
     result = pipeline.process(frame)
     assert result.image is None
     assert "Reshape" in result.error or "shape" in result.error.lower()
@@ -84,7 +84,7 @@ def test_failure_frame_follows_on_failure():
 
 
 def test_reconfigure_changes_the_filter_at_run_time(astronaut):
-    pipeline = Pipeline(AnonymizerConfig(filter="mask"))
+    pipeline = Pipeline(AnonymizerConfig(filter="mask", frame_deadline_ms=0.0))
     before = pipeline.process(astronaut)
     pipeline.reconfigure(pipeline.config.replace(filter="mosaic", persist_frames=0))
     after = pipeline.process(astronaut)
