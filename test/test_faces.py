@@ -63,7 +63,7 @@ def test_video_frames_have_faces(backend, jhmdb_frames, ucf_frames):
 
 def test_small_faces_of_a_low_resolution_stream_are_found_by_default(ucf_frames):
     """The UCF101 basketball clip (320x240): the player's face is about 6 px. The previous defaults (padding, one
-    pass at 0.3) found it in 2 of these 60 frames; the second, upscaled pass finds it in most."""
+    pass at 0.3) found it in 4 of these 60 frames; the second, upscaled pass finds it in most."""
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer.faces import load_face_detector
 
