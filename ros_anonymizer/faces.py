@@ -67,13 +67,23 @@ class CenterFaceDetector:
         self.nms_iou = nms_iou
 
     def __call__(self, rgb: np.ndarray) -> Faces:
-        height, width = rgb.shape[:2]
-        blob, (h, w) = centerface_input(rgb, self.detection_scale)
+        return self.detect([rgb])[0]
+
+    def detect(self, frames: list[np.ndarray]) -> list[Faces]:
+        """Faces in each of several frames of one size, in one batched inference (several cameras' latest frames)."""
+        if len({frame.shape for frame in frames}) != 1:
+            raise ValueError("a batch of frames must share one size; detect differently sized frames separately")
+        height, width = frames[0].shape[:2]
+        inputs = [centerface_input(rgb, self.detection_scale) for rgb in frames]
+        (h, w), blob = inputs[0][1], np.concatenate([b for b, _ in inputs])
         out = self.backend.run({CENTERFACE_INPUT: blob})
-        boxes, scores, landmarks = decode_centerface(*(out[name][0] for name in CENTERFACE_OUTPUTS), self.score_threshold, (h, w))
-        keep = nms(boxes, scores, self.nms_iou)
         factor = np.array([width / w, height / h] * 5, np.float32)
-        return Faces(boxes[keep] * factor[:4], scores[keep], landmarks[keep] * factor, np.zeros(len(keep), np.int64))
+        found = []
+        for i in range(len(frames)):
+            boxes, scores, landmarks = decode_centerface(*(out[name][i] for name in CENTERFACE_OUTPUTS), self.score_threshold, (h, w))
+            keep = nms(boxes, scores, self.nms_iou)
+            found.append(Faces(boxes[keep] * factor[:4], scores[keep], landmarks[keep] * factor, np.zeros(len(keep), np.int64)))
+        return found
 
 
 def centerface_input(rgb: np.ndarray, detection_scale: float) -> tuple[np.ndarray, tuple[int, int]]:
