@@ -326,9 +326,10 @@ class AnonymizerNode(LifecycleNode):
                     self._handle(items)
                 except Exception as e:  # the worker outlives any frame; no raw frame was published
                     for camera in items:
-                        self._count_failure(camera, "failed", f"frame failed after anonymization: {type(e).__name__}: {e}")
+                        self._count_failure(camera, "failed", f"frames failed: {type(e).__name__}: {e}")
 
     def _handle(self, items: dict) -> None:
+        """Every camera's latest message: decode, anonymize together, publish each (a failure costs only its frame)."""
         config, decoded = self.config, []
         for camera, (msg, received) in items.items():
             try:
@@ -345,7 +346,10 @@ class AnonymizerNode(LifecycleNode):
         with self._pipeline_lock:
             results = process_batch([c.pipeline for c, *_ in decoded], [rgb for *_, rgb, _ in decoded])
         for (camera, msg, received, rgb, encoding), result in zip(decoded, results):
-            self._publish_result(camera, msg, received, rgb, encoding, result, config)
+            try:
+                self._publish_result(camera, msg, received, rgb, encoding, result, config)
+            except Exception as e:  # e.g. encoding the output; nothing of this frame was published before it
+                self._count_failure(camera, "failed", f"frame failed after anonymization: {type(e).__name__}: {e}")
 
     def _publish_result(self, camera: Camera, msg, received: float, rgb: np.ndarray, encoding: str, result, config) -> None:
         error = result.error
