@@ -128,6 +128,7 @@ class Stats:
     depth: int = 0
     arrivals: deque = field(default_factory=lambda: deque(maxlen=10000))  # monotonic arrival times
     publications: deque = field(default_factory=lambda: deque(maxlen=10000))
+    depth_drops: deque = field(default_factory=lambda: deque(maxlen=10000))  # when depth images were dropped
     stamp_ages_s: deque = field(default_factory=lambda: deque(maxlen=300))
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=300))
     faces: deque = field(default_factory=lambda: deque(maxlen=300))
@@ -397,6 +398,8 @@ class AnonymizerNode(LifecycleNode):
     def _depth_image(self, camera: Camera, msg: Image, config: AnonymizerConfig, what: str) -> None:
         with camera.stats.lock:
             camera.stats.depth += 1
+            if config.depth_images == "drop":
+                camera.stats.depth_drops.append(time.monotonic())
         if config.depth_images == "passthrough":
             self._publish_with_info(camera, msg, msg.header)
             with camera.stats.lock:
@@ -447,7 +450,10 @@ class AnonymizerNode(LifecycleNode):
             if failed:
                 checks.append((DiagnosticStatus.ERROR, f"{failed} frame(s) could not be anonymized and were dropped"))
             if window and not published:
-                checks.append((DiagnosticStatus.ERROR, "receiving frames but publishing none"))
+                if sum(1 for t in stats.depth_drops if t > now - config.rate_window) >= len(window):
+                    checks.append((DiagnosticStatus.WARN, "receiving only depth images, dropped (depth_images: drop)"))
+                else:
+                    checks.append((DiagnosticStatus.ERROR, "receiving frames but publishing none"))
             if malformed:
                 checks.append((DiagnosticStatus.WARN, f"{malformed} malformed message(s) dropped"))
             if not window and self._active.is_set():

@@ -514,10 +514,13 @@ def test_strengthening_is_accepted_and_weakening_is_refused_back(guarded):
 
 
 def test_depth_images_are_dropped_by_default(guarded, frames):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
     guarded.connected()
     before = guarded.counter("depth_images")
     guarded.image.publish(stamped(depth(240, 320, "16UC1"), 700))
     wait_until(lambda: guarded.counter("depth_images") > before, TIMEOUT, "the depth image to be counted")
+    guarded.wait_for_status(DiagnosticStatus.WARN, "receiving only depth images, dropped")
     guarded.send(rgb_to_image(cv2.resize(frames["one"][0], (320, 240)), "rgb8"), 701)  # handled after the depth image
     assert 700 not in by_stamp(guarded.peer.snapshot(guarded.out)), "a depth image was published"
 
