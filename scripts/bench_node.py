@@ -6,7 +6,7 @@ the publish time as header stamp, and times each anonymized frame from that
 stamp to its arrival here. Not a test: run it on a quiet machine.
 
     .venv/bin/python scripts/bench_node.py                       # every filter, best effort, SHM profile
-    .venv/bin/python scripts/bench_node.py --qos                 # best effort vs reliable, with and without SHM profile
+    .venv/bin/python scripts/bench_node.py --qos                 # best effort vs reliable; Fast DDS defaults, SHM profile, LARGE_DATA
     .venv/bin/python scripts/bench_node.py --cameras 2,4         # one process per camera vs one process for all
 
 Throughput per core is anonymized frames per CPU-second the node processes used
@@ -73,7 +73,7 @@ def start_nodes(layout: str, cameras: list[str], params: list[str]) -> list[subp
     return [subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for run in runs]
 
 
-def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate: float, images: list[np.ndarray],
+def run_case(filter_name: str, reliability: str, dds: str, seconds: float, rate: float, images: list[np.ndarray],
              params: list[str], cameras: int = 1, layout: str = "per_camera") -> dict:
     import rclpy
     from rclpy.context import Context
@@ -154,7 +154,7 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
         latencies = np.array([(received[name][s[name]] - s[name]) / 1e6 for s in sent for name in names if s[name] in received[name]])
         last_third = sent[-len(sent) // 3:]  # a growing queue shows as later frames waiting longer
         late = np.array([(received[name][s[name]] - s[name]) / 1e6 for s in last_third for name in names if s[name] in received[name]])
-        return {"filter": filter_name, "reliability": reliability, "shm": shm, "cameras": cameras, "layout": layout,
+        return {"filter": filter_name, "reliability": reliability, "dds": dds, "cameras": cameras, "layout": layout,
                 "sent": len(sent) * len(names), "at_node": totals("frames_received") - before["frames_received"],
                 "dropped": totals("dropped_frames") - before["dropped_frames"],
                 "received": len(latencies), "out_hz": len(latencies) / seconds, "cpu_s": cpu,
@@ -174,14 +174,21 @@ def run_case(filter_name: str, reliability: str, shm: bool, seconds: float, rate
             node.wait(timeout=15)
 
 
-def case_environment(shm: bool) -> dict[str, str]:
-    """Isolated ROS settings for one case. Fast DDS reads its profile once per process, so each case
-    runs in a fresh process with the profile set (or not) from the start, on both sides."""
+# Fast DDS transport setups: its defaults, the shipped 16 MB shared-memory profile, the built-in LARGE_DATA (2.14+).
+DDS_SETUPS = ("default", "shm_profile", "large_data")
+
+
+def case_environment(dds: str) -> dict[str, str]:
+    """Isolated ROS settings for one case. Fast DDS reads its transports once per process, so each case
+    runs in fresh processes with the setup given from the start, on both sides."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(random.randint(1, 100)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_LOG_DIR=tempfile.mkdtemp(prefix="bench_node_"))
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-    if shm:
+    env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    if dds == "shm_profile":
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+    elif dds == "large_data":
+        env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
     return env
 
 
@@ -190,28 +197,28 @@ def main() -> int:
     parser.add_argument("--filters", default="blur,mosaic,mask,noise,learned")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=30.0)
-    parser.add_argument("--qos", action="store_true", help="compare input QoS and the SHM profile (blur only)")
+    parser.add_argument("--qos", action="store_true", help="compare input QoS and DDS transport setups (blur only)")
     parser.add_argument("--cameras", help="comma-separated camera counts, e.g. 2,4: one process per camera vs one for all (blur)")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="another node parameter, e.g. -p detection_scale:=0.5")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # FILTER,RELIABILITY,SHM,CAMERAS,LAYOUT: one case, in this process
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # FILTER,RELIABILITY,DDS,CAMERAS,LAYOUT: one case, in this process
     args = parser.parse_args()
     if args.case:
-        filter_name, reliability, shm, cameras, layout = args.case.split(",")
+        filter_name, reliability, dds, cameras, layout = args.case.split(",")
         try:
-            result = run_case(filter_name, reliability, shm == "yes", args.seconds, args.rate, frames(640, 480), args.param,
+            result = run_case(filter_name, reliability, dds, args.seconds, args.rate, frames(640, 480), args.param,
                               int(cameras), layout)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             result = {"error": str(e)}
         print(json.dumps(result))
         return 0
     if args.qos:
-        cases = [("blur", rel, shm, 1, "per_camera") for shm in (False, True) for rel in ("best_effort", "reliable")]
+        cases = [("blur", rel, dds, 1, "per_camera") for dds in DDS_SETUPS for rel in ("best_effort", "reliable")]
     elif args.cameras:
-        cases = [("blur", "best_effort", True, int(n), layout) for n in args.cameras.split(",")
+        cases = [("blur", "best_effort", "shm_profile", int(n), layout) for n in args.cameras.split(",")
                  for layout in ("per_camera", "one_process")]
     else:
-        cases = [(f, "best_effort", True, 1, "per_camera") for f in args.filters.split(",")]
+        cases = [(f, "best_effort", "shm_profile", 1, "per_camera") for f in args.filters.split(",")]
     load = os.getloadavg()[0]
     print(f"640x480 rgb8 at {args.rate:.0f} Hz per camera for {args.seconds:.0f} s per case; {os.cpu_count()} CPUs, load {load:.1f}; "
           f"parameters: {' '.join(args.param) or 'config/anonymizer.yaml'}")
@@ -219,15 +226,15 @@ def main() -> int:
           "while busy;\nout: anonymized frames received back; latency: header stamp (publish) -> received back; "
           "p95 end: p95 of the last third of the run (no growing queue: close to p95);\n"
           "fr/cpu-s: out frames per CPU-second of the node process(es); RSS: their resident memory")
-    print(f"{'filter':8} {'input QoS':12} {'SHM':4} {'cams':>4} {'layout':12} {'sent':>5} {'at node':>7} {'dropped':>7} {'out':>5} "
+    print(f"{'filter':8} {'input QoS':12} {'DDS':11} {'cams':>4} {'layout':12} {'sent':>5} {'at node':>7} {'dropped':>7} {'out':>5} "
           f"{'out Hz':>7} {'p50 ms':>7} {'p95 ms':>7} {'p95 end':>7} {'fr/cpu-s':>8} {'RSS MB':>7}")
-    for filter_name, reliability, shm, cameras, layout in cases:
-        command = [sys.executable, __file__, "--case", f"{filter_name},{reliability},{'yes' if shm else 'no'},{cameras},{layout}",
+    for filter_name, reliability, dds, cameras, layout in cases:
+        command = [sys.executable, __file__, "--case", f"{filter_name},{reliability},{dds},{cameras},{layout}",
                    "--seconds", str(args.seconds), "--rate", str(args.rate), *[a for p in args.param for a in ("-p", p)]]
-        child = subprocess.run(command, env=case_environment(shm), capture_output=True, text=True)
+        child = subprocess.run(command, env=case_environment(dds), capture_output=True, text=True)
         lines = child.stdout.strip().splitlines()
         r = json.loads(lines[-1]) if lines else {"error": child.stderr.strip()[-500:]}
-        head = f"{filter_name:8} {reliability:12} {'yes' if shm else 'no':4} {cameras:4d} {layout:12}"
+        head = f"{filter_name:8} {reliability:12} {dds:11} {cameras:4d} {layout:12}"
         if "error" in r:
             print(f"{head} failed: {r['error']}")
             continue
