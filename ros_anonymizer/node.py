@@ -264,10 +264,9 @@ class AnonymizerNode(LifecycleNode):
         """Every class_id the node publishes, as the read-only `labels` parameter that VisionInfo points to."""
         actions = pipeline.action_detector
         labels = ["face", *(actions.class_names if actions is not None else ())]
-        if self.has_parameter(LABELS_PARAMETER):
-            self.undeclare_parameter(LABELS_PARAMETER)
-        self.declare_parameter(LABELS_PARAMETER, labels, ParameterDescriptor(
-            description="class_id of every detection this node publishes (faces and actions)", read_only=True))
+        if not self.has_parameter(LABELS_PARAMETER):  # a later configure loads the same models (read-only parameters)
+            self.declare_parameter(LABELS_PARAMETER, labels, ParameterDescriptor(
+                description="class_id of every detection this node publishes (faces and actions)", read_only=True))
 
     def _vision_info(self) -> VisionInfo:
         info = VisionInfo(method=f"ros_anonymizer: CenterFace faces, action detector {self.config.action_model or 'none'}",

@@ -654,6 +654,9 @@ def test_lifecycle_publishes_only_while_active_and_never_half_a_frame(ros_enviro
         reactivated = time.monotonic()
         wait_until(lambda: any(sec for sec, at in sent if at > reactivated and sec in by_stamp(peer.snapshot(s.out))),
                    FIRST_FRAME_TIMEOUT, "frames after reactivation")
+        for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE):
+            assert change_state(peer, "/managed/anonymizer", transition), f"transition {transition} (log:\n{node.log()})"
+        assert lifecycle_state(peer, "/managed/anonymizer") == "inactive"
     finally:
         stop.set()
         if streamer.is_alive():
