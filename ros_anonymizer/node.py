@@ -485,11 +485,16 @@ def main(argv: list[str] | None = None) -> int:
         if node.config.autostart:
             node.start()
         rclpy.spin(node)
-    except (ConfigError, ModelError, ParameterException, StartError) as e:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {e}")
-        return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ConfigError, ModelError, ParameterException, StartError) as e:
+        if rclpy.ok():
+            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {e}")
+            return 1
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Ctrl-C (rclpy shuts the context down) while the node was being built or started: a normal stop.
     finally:
         if node is not None:
             node.destroy_node()
