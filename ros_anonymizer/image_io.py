@@ -231,9 +231,11 @@ def decode(msg: Image | CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -
     """Either message type -> (a new RGB array, the 8-bit encoding to publish the result in).
 
     Raises ImageDecodeError for a malformed or unsupported message, and its subclass DepthImage for a
-    well-formed depth image (16UC1, 32FC1).
+    well-formed depth image (16UC1, 32FC1) or image_transport's compressedDepth ("16UC1; compressedDepth png").
     """
     if isinstance(msg, CompressedImage):
+        if "compresseddepth" in msg.format.lower() or msg.format.split(";")[0].strip() in DEPTH_ENCODINGS:
+            raise DepthImage(f"{msg.format!r} is a compressed depth image")
         native = compressed_imgmsg_to_cv2(msg, max_pixels=max_pixels)
         encoding = {1: "mono8", 3: "bgr8", 4: "bgra8"}[1 if native.ndim == 2 else native.shape[2]]
         return convert(native, encoding, "rgb8"), encoding

@@ -385,10 +385,11 @@ class AnonymizerNode(LifecycleNode):
                       if camera.compressed_pub is not None else None)
         self._publish_with_info(camera, image, header, compressed)
 
-    def _publish_with_info(self, camera: Camera, image: Image, header, compressed: CompressedImage | None = None) -> None:
+    def _publish_with_info(self, camera: Camera, image: Image | None, header, compressed: CompressedImage | None = None) -> None:
         """Everything for one frame, encoded before the first publish, so a failure publishes none of it."""
         info = camera.camera_info_for(header)
-        camera.image_pub.publish(image)
+        if image is not None:
+            camera.image_pub.publish(image)
         if info is not None:
             camera.info_pub.publish(info)
         if compressed is not None:
@@ -399,8 +400,14 @@ class AnonymizerNode(LifecycleNode):
             camera.stats.depth += 1
             if config.depth_images == "drop":
                 camera.stats.depth_drops.append(time.monotonic())
-        if config.depth_images == "passthrough":
-            self._publish_with_info(camera, msg, msg.header)
+        if config.depth_images == "passthrough" and isinstance(msg, CompressedImage) and camera.compressed_pub is None:
+            self.get_logger().info("dropping compressed depth images: passing them through needs publish_compressed",
+                                   throttle_duration_sec=60.0)
+        elif config.depth_images == "passthrough":
+            if isinstance(msg, CompressedImage):  # compressedDepth: its own transport, beside the raw output
+                self._publish_with_info(camera, None, msg.header, msg)
+            else:
+                self._publish_with_info(camera, msg, msg.header)
             with camera.stats.lock:
                 camera.stats.published += 1
                 camera.stats.publications.append(time.monotonic())

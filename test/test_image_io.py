@@ -211,3 +211,10 @@ def test_malformed_camera_encodings_are_refused_with_a_reason():
         decode(short)
     with pytest.raises(ImageDecodeError, match="unsupported encoding 'bayer_rggb16'"):
         decode(Image(height=2, width=2, encoding="bayer_rggb16", step=4, data=array.array("B", bytes(8))))
+
+
+def test_compressed_depth_is_reported_as_depth():
+    """image_transport's compressedDepth (a PNG of 16-bit depth behind a small header): depth, never decoded as a picture."""
+    for fmt in ("16UC1; compressedDepth png", "32FC1; compressedDepth rvl", "16UC1; png compressed mono16"):
+        with pytest.raises(DepthImage, match="compressed depth image"):
+            decode(CompressedImage(format=fmt, data=array.array("B", bytes(64))))
