@@ -85,7 +85,7 @@ def self_test(detector: "CenterFaceDetector") -> None:
     """
     frame, box = self_test_frame(detector.detection_scale)
     try:
-        faces = detector.detect(frame, SELF_TEST_SCORE)
+        faces = detector.detect([frame], SELF_TEST_SCORE)[0]
     except ModelError as e:
         raise ModelError(f"the face detector failed its start-up self-test: {e}") from None
     if not len(faces) or box_iou(faces.boxes, box[None]).max() < 0.5:
@@ -114,7 +114,7 @@ class CenterFaceDetector:
         self.small_frame_height = small_frame_height
 
     def __call__(self, rgb: np.ndarray) -> Faces:
-        return self.detect(rgb, self.score_threshold)
+        return self.detect([rgb])[0]
 
     def scales(self, height: int) -> list[float]:
         """The scales the detector runs at for a frame `height` lines tall."""
@@ -123,18 +123,27 @@ class CenterFaceDetector:
             return [self.detection_scale] if abs(upscaled - self.detection_scale) < 1e-3 else [self.detection_scale, upscaled]
         return [self.detection_scale]
 
-    def detect(self, rgb: np.ndarray, threshold: float) -> Faces:
-        height, width = rgb.shape[:2]
-        found = []
+    def detect(self, frames: list[np.ndarray], threshold: float | None = None) -> list[Faces]:
+        """Faces in each of several frames of one size (several cameras' latest frames), one batched inference per scale."""
+        if len({frame.shape for frame in frames}) != 1:
+            raise ValueError("a batch of frames must share one size; detect differently sized frames separately")
+        threshold = self.score_threshold if threshold is None else threshold
+        height, width = frames[0].shape[:2]
+        found: list[list] = [[] for _ in frames]
         for scale in self.scales(height):
-            blob, (h, w) = centerface_input(rgb, scale)
+            inputs = [centerface_input(rgb, scale) for rgb in frames]
+            (h, w), blob = inputs[0][1], np.concatenate([b for b, _ in inputs])
             out = self.backend.run({CENTERFACE_INPUT: blob})
-            boxes, scores, landmarks = decode_centerface(*(out[name][0] for name in CENTERFACE_OUTPUTS), threshold, (h, w))
             factor = np.array([width / w, height / h] * 5, np.float32)
-            found.append((boxes * factor[:4], scores, landmarks * factor))
-        boxes, scores, landmarks = (np.concatenate(parts) for parts in zip(*found))
-        keep = nms(boxes, scores, self.nms_iou)
-        return Faces(boxes[keep], scores[keep], landmarks[keep], np.zeros(len(keep), np.int64))
+            for i in range(len(frames)):
+                boxes, scores, landmarks = decode_centerface(*(out[name][i] for name in CENTERFACE_OUTPUTS), threshold, (h, w))
+                found[i].append((boxes * factor[:4], scores, landmarks * factor))
+        faces = []
+        for parts in found:
+            boxes, scores, landmarks = (np.concatenate(p) for p in zip(*parts))
+            keep = nms(boxes, scores, self.nms_iou)
+            faces.append(Faces(boxes[keep], scores[keep], landmarks[keep], np.zeros(len(keep), np.int64)))
+        return faces
 
 
 def centerface_input(rgb: np.ndarray, detection_scale: float) -> tuple[np.ndarray, tuple[int, int]]:

@@ -7,6 +7,13 @@ These are compatible re-implementations of the cv_bridge calls the node and the
 bag tools use, stricter about malformed input: every bad message raises
 `ImageDecodeError` with a sentence saying what is wrong, before any large
 allocation, so a caller can drop it and count it.
+
+`decode` is the one entry point for the node and the bag tools. Beyond the
+8-bit families above it reads the camera encodings the pipeline cannot take
+directly (YUV 4:2:2, 8-bit Bayer, 16-bit colour and grey) into RGB, and it
+raises `DepthImage` (an `ImageDecodeError`) for depth images, so a caller that
+knows nothing about depth drops them, and one that applies the
+`depth_images` rule catches it first.
 """
 from __future__ import annotations
 
@@ -36,9 +43,32 @@ _CONVERSIONS = {
 }
 DEFAULT_MAX_PIXELS = AnonymizerConfig.max_image_pixels  # the config's default: one limit for every tool
 
+# Camera encodings read into RGB (sensor_msgs/image_encodings names) -> (bytes per pixel, the 8-bit encoding the
+# anonymized frame is published in). 16-bit families keep their family at 8 bit (the high byte, as cv_bridge
+# does); YUV 4:2:2 and Bayer become rgb8, since re-mosaicking an anonymized frame would gain nothing.
+# ROS "yuv422" is UYVY and "yuv422_yuy2" is YUYV; "uyvy"/"yuyv" are the newer names for the same layouts.
+_YUV = {"yuv422": cv2.COLOR_YUV2RGB_UYVY, "uyvy": cv2.COLOR_YUV2RGB_UYVY,
+        "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUYV, "yuyv": cv2.COLOR_YUV2RGB_YUYV}
+# OpenCV names a Bayer pattern by its second row, so ROS rggb is OpenCV's BG (as cv_bridge maps it).
+_BAYER = {"bayer_rggb8": cv2.COLOR_BayerBG2RGB, "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+          "bayer_gbrg8": cv2.COLOR_BayerGR2RGB, "bayer_grbg8": cv2.COLOR_BayerGB2RGB}
+_SIXTEEN_BIT = {"rgb16": "rgb8", "bgr16": "bgr8", "rgba16": "rgba8", "bgra16": "bgra8", "mono16": "mono8"}
+CAMERA_ENCODINGS = {
+    **{name: (channels, name) for name, channels in ENCODINGS.items()},
+    **{name: (2, "rgb8") for name in _YUV},
+    **{name: (1, "rgb8") for name in _BAYER},
+    **{name: (2 * ENCODINGS[eight], eight) for name, eight in _SIXTEEN_BIT.items()},
+}
+# Depth encodings -> bytes per pixel: never anonymized; the caller's `depth_images` rule decides.
+DEPTH_ENCODINGS = {"16UC1": 2, "32FC1": 4}
+
 
 class ImageDecodeError(ValueError):
     """A message that cannot be turned into an image; the message says what is wrong with it."""
+
+
+class DepthImage(ImageDecodeError):
+    """A well-formed depth image: no colour picture to anonymize; the caller's `depth_images` rule applies."""
 
 
 def _check_encoding(encoding: str) -> int:
@@ -62,17 +92,22 @@ def convert(image: np.ndarray, src: str, dst: str) -> np.ndarray:
     return cv2.cvtColor(image, _CONVERSIONS[(src, dst)])
 
 
-def imgmsg_to_cv2(msg: Image, desired_encoding: str = "passthrough", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """cv_bridge's `imgmsg_to_cv2`: an HxW or HxWxC uint8 array, honouring `step` (row padding)."""
-    channels = _check_encoding(msg.encoding)
+def _rows(msg: Image, bytes_per_pixel: int, max_pixels: int) -> np.ndarray:
+    """The message's pixel bytes as a height x (width * bytes_per_pixel) uint8 view, row padding cut off."""
     _check_size(msg.width, msg.height, max_pixels)
-    row = msg.width * channels
+    row = msg.width * bytes_per_pixel
     if msg.step < row:
         raise ImageDecodeError(f"step {msg.step} is shorter than a row of {msg.width} {msg.encoding} pixels ({row} bytes)")
     expected = msg.step * msg.height
     if len(msg.data) != expected:
         raise ImageDecodeError(f"data holds {len(msg.data)} bytes; step x height = {msg.step} x {msg.height} = {expected}")
-    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
+    return np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :row]
+
+
+def imgmsg_to_cv2(msg: Image, desired_encoding: str = "passthrough", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """cv_bridge's `imgmsg_to_cv2`: an HxW or HxWxC uint8 array, honouring `step` (row padding)."""
+    channels = _check_encoding(msg.encoding)
+    rows = _rows(msg, channels, max_pixels)
     image = rows.reshape(msg.height, msg.width, channels) if channels > 1 else rows
     return convert(image, msg.encoding, desired_encoding)
 
@@ -159,9 +194,33 @@ def cv2_to_compressed_imgmsg(cvim: np.ndarray, dst_format: str = "jpg", header=N
 # What the node uses: RGB in the pipeline, the input's encoding family outside.
 
 def image_to_rgb(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """An Image message -> a new HxWx3 uint8 RGB array (never a view of the message)."""
-    image = imgmsg_to_cv2(msg, "rgb8", max_pixels)
-    return image.copy() if msg.encoding == "rgb8" else image
+    """An Image message in any camera encoding -> a new HxWx3 uint8 RGB array (never a view of the message)."""
+    return _camera_to_rgb(msg, max_pixels)[0]
+
+
+def _camera_to_rgb(msg: Image, max_pixels: int) -> tuple[np.ndarray, str]:
+    if msg.encoding in DEPTH_ENCODINGS:
+        _rows(msg, DEPTH_ENCODINGS[msg.encoding], max_pixels)  # a malformed depth image is malformed, not depth
+        raise DepthImage(f"{msg.encoding} is a depth image")
+    if msg.encoding not in CAMERA_ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding {msg.encoding!r}; supported: {', '.join(CAMERA_ENCODINGS)}, "
+                               f"and depth {', '.join(DEPTH_ENCODINGS)}")
+    bytes_per_pixel, published = CAMERA_ENCODINGS[msg.encoding]
+    if msg.encoding in _YUV and msg.width % 2:
+        raise ImageDecodeError(f"{msg.encoding} pairs pixels, so its width must be even, not {msg.width}")
+    if msg.encoding in _BAYER and (msg.width < 2 or msg.height < 2):
+        raise ImageDecodeError(f"a Bayer image needs at least 2x2 pixels, not {msg.width}x{msg.height}")
+    rows = _rows(msg, bytes_per_pixel, max_pixels)
+    if msg.encoding in ENCODINGS:
+        image = rows.reshape(msg.height, msg.width, bytes_per_pixel) if bytes_per_pixel > 1 else rows
+        return (image.copy() if msg.encoding == "rgb8" else convert(image, msg.encoding, "rgb8")), published
+    if msg.encoding in _YUV:
+        return cv2.cvtColor(rows.reshape(msg.height, msg.width, 2), _YUV[msg.encoding]), published
+    if msg.encoding in _BAYER:
+        return cv2.cvtColor(np.ascontiguousarray(rows), _BAYER[msg.encoding]), published
+    words = rows.view(">u2" if msg.is_bigendian else "<u2")  # 16-bit: keep the high byte
+    eight = (words >> 8).astype(np.uint8).reshape(msg.height, msg.width, -1)
+    return convert(eight if eight.shape[2] > 1 else eight[..., 0], published, "rgb8"), published
 
 
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -169,12 +228,18 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 def decode(msg: Image | CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Either message type -> (a new RGB array, the encoding family to publish the result in)."""
+    """Either message type -> (a new RGB array, the 8-bit encoding to publish the result in).
+
+    Raises ImageDecodeError for a malformed or unsupported message, and its subclass DepthImage for a
+    well-formed depth image (16UC1, 32FC1) or image_transport's compressedDepth ("16UC1; compressedDepth png").
+    """
     if isinstance(msg, CompressedImage):
+        if "compresseddepth" in msg.format.lower() or msg.format.split(";")[0].strip() in DEPTH_ENCODINGS:
+            raise DepthImage(f"{msg.format!r} is a compressed depth image")
         native = compressed_imgmsg_to_cv2(msg, max_pixels=max_pixels)
         encoding = {1: "mono8", 3: "bgr8", 4: "bgra8"}[1 if native.ndim == 2 else native.shape[2]]
         return convert(native, encoding, "rgb8"), encoding
-    return image_to_rgb(msg, max_pixels), msg.encoding
+    return _camera_to_rgb(msg, max_pixels)
 
 
 def rgb_to_image(rgb: np.ndarray, encoding: str, header=None) -> Image:

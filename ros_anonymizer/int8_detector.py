@@ -149,8 +149,8 @@ def agreement(reference: CenterFaceDetector, candidate: CenterFaceDetector, fram
     """Share of the faces `reference` finds (score >= VERIFY_SCORE) that `candidate` also finds, and how many there were."""
     found = total = 0
     for frame in frames:
-        expected = reference.detect(frame, VERIFY_SCORE).boxes
-        got = candidate.detect(frame, VERIFY_SCORE - SCORE_TOLERANCE).boxes
+        expected = reference.detect([frame], VERIFY_SCORE)[0].boxes
+        got = candidate.detect([frame], VERIFY_SCORE - SCORE_TOLERANCE)[0].boxes
         total += len(expected)
         if len(expected) and len(got):
             found += int((box_iou(expected, got).max(axis=1) >= MATCH_IOU).sum())

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .actions import Actions, load_action_detector
+from .actions import ActionDetector, Actions, load_action_detector
 from .backends import load_model
 from .config import AnonymizerConfig, ConfigError
 from .faces import Faces, FaceTracker, load_face_detector
@@ -103,7 +103,18 @@ class Pipeline:
         if self.action_detector is not None:
             self.action_detector.reset()
 
-    def process(self, frame: np.ndarray) -> FrameResult:
+    def for_another_camera(self) -> "Pipeline":
+        """A pipeline for another stream that shares this one's models (one set per process) but has its own tracks."""
+        other = Pipeline.__new__(Pipeline)
+        other.config, other.detector, other.learned = self.config, self.detector, self.learned
+        other.tracker = FaceTracker(self.config.persist_frames, self.config.coast_enlarge)
+        other.action_detector = (None if self.action_detector is None else
+                                 ActionDetector(self.action_detector.backend, self.action_detector.score_threshold))
+        other._rng = np.random.default_rng()
+        return other
+
+    def process(self, frame: np.ndarray, detected: Faces | None = None) -> FrameResult:
+        """Anonymize one frame; `detected`: this frame's faces when the caller ran the detector (batched) already."""
         config, start = self.config, time.perf_counter()
         timings: dict[str, float] = {}
 
@@ -112,7 +123,8 @@ class Pipeline:
 
         try:
             check_frame(frame, config.max_image_pixels)
-            detected = self.detector(frame)
+            if detected is None:
+                detected = self.detector(frame)
             faces = self.tracker.update(detected, frame.shape)
             lap("faces")
             image, regions = apply_filter(frame, faces.boxes, config, self.learned, self._rng)
@@ -128,3 +140,34 @@ class Pipeline:
         except Exception as e:  # fail closed: every failure becomes "no frame"
             timings["total"] = (time.perf_counter() - start) * 1000.0
             return FrameResult(None, error=f"{type(e).__name__}: {e}", timings_ms=timings)
+
+
+def process_batch(pipelines: list[Pipeline], frames: list[np.ndarray]) -> list[FrameResult]:
+    """Several streams' latest frames through pipelines that share one detector (`for_another_camera`).
+
+    Frames of one size go through the face detector as one batch; each pipeline then applies its own
+    tracks, filter and actions (`process`). Fails closed like `process`: a detector failure fails every
+    frame of its batch.
+    """
+    results: list[FrameResult | None] = [None] * len(frames)
+    batches: dict = {}
+    for i, frame in enumerate(frames):
+        batches.setdefault(frame.shape if isinstance(frame, np.ndarray) else i, []).append(i)
+    for members in batches.values():
+        if len(members) == 1:
+            results[members[0]] = pipelines[members[0]].process(frames[members[0]])
+            continue
+        detector = pipelines[members[0]].detector
+        try:
+            if any(pipelines[i].detector is not detector for i in members):
+                raise ValueError("batched pipelines must share one detector (Pipeline.for_another_camera)")
+            for i in members:
+                check_frame(frames[i], pipelines[i].config.max_image_pixels)
+            found = detector.detect([frames[i] for i in members])
+        except Exception as e:  # fail closed, as in process()
+            for i in members:
+                results[i] = FrameResult(None, error=f"{type(e).__name__}: {e}")
+            continue
+        for i, faces in zip(members, found):
+            results[i] = pipelines[i].process(frames[i], faces)
+    return results

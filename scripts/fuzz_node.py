@@ -21,8 +21,10 @@ message, malformed ones are sent 10 ms apart (--gap), so the node examines nearl
 them; the node's own counters (diagnostics) say how many it examined.
 
     .venv/bin/python scripts/fuzz_node.py [--messages 10000] [--seed 0] [--json out.json]
-        [--input image] [--compressed-input image/compressed] [--output image_anonymized]
-        [--compressed-output image_anonymized/compressed] [--param name=value ...]
+        [--transport raw|compressed] [--input image] [--compressed-input image/compressed]
+        [--output anonymized/image_raw] [--compressed-output anonymized/image_raw/compressed] [--param name=value ...]
+
+The node takes one input transport (`input_transport`): run once per transport to cover both.
 """
 from __future__ import annotations
 
@@ -178,11 +180,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--input", default="image")
     parser.add_argument("--compressed-input", default="image/compressed")
-    parser.add_argument("--output", default="image_anonymized")
-    parser.add_argument("--compressed-output", default="image_anonymized/compressed")
-    parser.add_argument("--param", action="append", default=["input_reliability=reliable", "subscribe_compressed=true",
-                                                             "publish_compressed=true"],
-                        help="node parameter NAME=VALUE (repeatable; defaults fit the node before its rework)")
+    parser.add_argument("--transport", choices=("raw", "compressed"), default="raw",
+                        help="the node's input_transport, and which kind of message is sent")
+    parser.add_argument("--output", default="anonymized/image_raw")
+    parser.add_argument("--compressed-output", default="anonymized/image_raw/compressed")
+    parser.add_argument("--param", action="append", default=["publish_compressed=true"],
+                        help="node parameter NAME=VALUE (repeatable)")
     parser.add_argument("--valid-timeout", type=float, default=2.0, help="seconds a valid frame waits for its output")
     parser.add_argument("--gap", type=float, default=0.01, help="seconds between malformed messages")
     parser.add_argument("--json", type=Path, help="write the figures here")
@@ -196,6 +199,9 @@ def main() -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="fuzz_node_"))
     os.environ.update(isolated_environment(log_dir))
     params = dict(item.split("=", 1) for item in args.param)
+    input_topic = args.compressed_input if args.transport == "compressed" else args.input
+    params.update({"input_transport": args.transport,
+                   f"qos_overrides./{input_topic.lstrip('/')}.subscription.reliability": "reliable"})
     node = NodeProcess(log_dir / "node.log", params)
     peer = RosPeer("fuzzer")
     sent: dict[int, tuple] = {}
@@ -217,7 +223,7 @@ def main() -> int:
     raw_pub = peer.publisher(Image, args.input, depth=100)
     jpeg_pub = peer.publisher(CompressedImage, args.compressed_input, depth=100)
     deadline = time.monotonic() + 120
-    while (peer.node.count_subscribers(args.input) == 0 or peer.node.count_publishers(args.output) == 0) and time.monotonic() < deadline:
+    while (peer.node.count_subscribers(input_topic) == 0 or peer.node.count_publishers(args.output) == 0) and time.monotonic() < deadline:
         if node.process.poll() is not None:
             sys.exit("the node stopped:\n" + node.log())
         time.sleep(0.1)
@@ -227,7 +233,7 @@ def main() -> int:
 
     @settings(max_examples=args.messages, deadline=None, database=None, phases=[Phase.generate], derandomize=False,
               suppress_health_check=list(HealthCheck))
-    @given(st.one_of(raw_images(bases), compressed_images(bases)))
+    @given(compressed_images(bases) if args.transport == "compressed" else raw_images(bases))
     def send(item):
         msg, kind, rgb, rect = item
         counter["n"] += 1

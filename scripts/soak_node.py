@@ -9,7 +9,7 @@ by header stamp) p50/p95. The target run is 30 minutes at 30 Hz; say in the
 figures how long it ran and what else ran on the machine.
 
     .venv/bin/python scripts/soak_node.py [--minutes 30] [--rate 30] [--size 640x480] [--sample 10] [--json out.json]
-        [--input image] [--output image_anonymized] [--param name=value ...]
+        [--input image] [--output anonymized/image_raw] [--param name=value ...]
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def main() -> int:
     parser.add_argument("--size", default="640x480")
     parser.add_argument("--sample", type=float, default=10.0, help="seconds per row")
     parser.add_argument("--input", default="image")
-    parser.add_argument("--output", default="image_anonymized")
+    parser.add_argument("--output", default="anonymized/image_raw")
     parser.add_argument("--param", action="append", default=[], help="node parameter NAME=VALUE (repeatable)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()

@@ -46,3 +46,17 @@ def test_dynamic_parameters_are_declared():
     dynamic = AnonymizerConfig.dynamic_parameters()
     assert {"filter", "score_threshold", "persist_frames"} <= dynamic
     assert "backend" not in dynamic and "face_model" not in dynamic
+
+
+def test_weakenings_follow_the_field_metadata():
+    config = AnonymizerConfig()
+    weaker = config.replace(score_threshold=0.9, blur_strength=0.1, mosaic_cells=12, filter="noise", detection_scale=2.0,
+                            depth_images="passthrough")
+    found = config.weakenings(weaker)
+    assert [w.split()[0] for w in found] == ["filter", "blur_strength", "mosaic_cells", "detection_scale", "score_threshold",
+                                            "depth_images"]
+    stronger = config.replace(score_threshold=0.2, blur_strength=0.5, mosaic_cells=4, filter="mask", persist_frames=20,
+                              jpeg_quality=50, on_failure="black")
+    assert config.weakenings(stronger) == []
+    assert stronger.weakenings(stronger.replace(filter="learned")) == ["filter mask -> learned is a weaker choice"]
+    assert "allow_weakening" not in AnonymizerConfig.dynamic_parameters()

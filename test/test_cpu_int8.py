@@ -38,8 +38,8 @@ def test_int8_finds_the_faces_the_float_model_finds(int8_model, street_frame_wit
     float_detector = Pipeline(AnonymizerConfig(face_precision="fp32")).detector
     int8_detector = Pipeline(AnonymizerConfig(face_model=str(int8_model))).detector
     for frame in (street_frame_with_faces[0], astronaut):
-        reference = float_detector.detect(frame, VERIFY_SCORE).boxes
-        quantized = int8_detector.detect(frame, VERIFY_SCORE - SCORE_TOLERANCE).boxes
+        reference = float_detector.detect([frame], VERIFY_SCORE)[0].boxes
+        quantized = int8_detector.detect([frame], VERIFY_SCORE - SCORE_TOLERANCE)[0].boxes
         assert len(reference) and (box_iou(reference, quantized).max(axis=1) > 0.7).all()
 
 
@@ -107,7 +107,7 @@ def test_runtime_int8_finds_the_faces_the_float_model_finds_on_clear_faces(accep
     fp32 = Pipeline(AnonymizerConfig(filter="mask", persist_frames=0, face_precision="fp32")).detector
     missed = total = 0
     for frame in [street_frame_with_faces[0]] + jhmdb_frames:
-        reference, quantized = fp32.detect(frame, VERIFY_SCORE).boxes, int8.detect(frame, VERIFY_SCORE - SCORE_TOLERANCE).boxes
+        reference, quantized = fp32.detect([frame], VERIFY_SCORE)[0].boxes, int8.detect([frame], VERIFY_SCORE - SCORE_TOLERANCE)[0].boxes
         total += len(reference)
         missed += sum(not len(quantized) or box_iou(reference[i:i + 1], quantized).max() < 0.4 for i in range(len(reference)))
     assert total >= 20 and missed <= 0.1 * total, f"INT8 missed {missed} of the float model's {total} faces"

@@ -10,9 +10,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from skimage.data import astronaut
 from std_msgs.msg import Header
 
+from camera_encodings import BAYER, CAMERA_ONLY, SIXTEEN_BIT, YUV_ORDER, depth, encode
+
 from ros_anonymizer.image_io import (
-    ENCODINGS, ImageDecodeError, compressed_imgmsg_to_cv2, compressed_to_rgb, cv2_to_compressed_imgmsg,
-    cv2_to_imgmsg, image_to_rgb, imgmsg_to_cv2, rgb_to_compressed, rgb_to_image,
+    CAMERA_ENCODINGS, DEPTH_ENCODINGS, ENCODINGS, DepthImage, ImageDecodeError, compressed_imgmsg_to_cv2, compressed_to_rgb,
+    cv2_to_compressed_imgmsg, cv2_to_imgmsg, decode, image_to_rgb, imgmsg_to_cv2, rgb_to_compressed, rgb_to_image,
 )
 
 RGB = np.ascontiguousarray(astronaut()[::4, ::4])  # a real photograph, 128x128
@@ -88,7 +90,7 @@ def bad(msg_kwargs: dict) -> Image:
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"encoding": "yuv422_yuy2"}, "unsupported encoding 'yuv422_yuy2'"),
+    ({"encoding": "yuv420"}, "unsupported encoding 'yuv420'"),
     ({"encoding": ""}, "unsupported encoding ''"),
     ({"step": 100}, "step 100 is shorter than a row"),
     ({"step": 128 * 3 + 4}, "data holds 49152 bytes"),
@@ -114,16 +116,17 @@ def test_a_real_8k_frame_is_refused_by_the_limit_and_accepted_above_it():
 def test_malformed_images_from_hypothesis_never_escape_as_other_errors(data):
     """Whatever the fields say, decoding either gives a correct frame or raises ImageDecodeError."""
     width, height = data.draw(st.integers(0, 64)), data.draw(st.integers(0, 64))
-    encoding = data.draw(st.sampled_from(sorted(ENCODINGS) + ["16UC1", "bayer_rggb8", "rgb8 "]))
+    encoding = data.draw(st.sampled_from(sorted(CAMERA_ENCODINGS) + sorted(DEPTH_ENCODINGS) + ["rgb8 ", "bayer_rggb16"]))
     step = data.draw(st.integers(0, 300))
     payload = data.draw(st.binary(max_size=4000))
-    msg = Image(height=height, width=width, encoding=encoding, step=step, data=array.array("B", payload))
+    msg = Image(height=height, width=width, encoding=encoding, step=step, is_bigendian=data.draw(st.integers(0, 1)),
+                data=array.array("B", payload))
     try:
-        decoded = image_to_rgb(msg)
+        decoded, _ = decode(msg)
     except ImageDecodeError:
         return
     assert decoded.shape == (height, width, 3)
-    assert len(payload) == step * height and step >= width * ENCODINGS[encoding]
+    assert len(payload) == step * height and step >= width * CAMERA_ENCODINGS[encoding][0]
 
 
 def jpeg_bytes() -> bytes:
@@ -160,3 +163,58 @@ def test_damaged_jpegs_from_hypothesis_never_escape_as_other_errors(cut, flips):
     except ImageDecodeError:
         return
     assert decoded.shape == RGB.shape and decoded.dtype == np.uint8
+
+
+# Camera encodings the pipeline cannot take directly, and depth images ------------------------------------------
+
+@pytest.mark.parametrize("encoding, big_endian", [(e, False) for e in CAMERA_ONLY] + [(e, True) for e in SIXTEEN_BIT])
+def test_camera_encodings_decode_to_the_picture(encoding, big_endian):
+    msg = encode(RGB, encoding, big_endian)
+    rgb, published = decode(msg)
+    assert rgb.shape == RGB.shape and rgb.dtype == np.uint8
+    expected = np.repeat(cv2.cvtColor(RGB, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2) if encoding == "mono16" else RGB
+    error = np.abs(rgb.astype(int) - expected).mean()
+    # YUV 4:2:2 halves the chroma resolution and Bayer keeps one colour per pixel: close, not exact.
+    assert error < (12.0 if encoding in BAYER else 4.0 if encoding in YUV_ORDER else 1.0), error
+    assert published == {"rgb16": "rgb8", "bgr16": "bgr8", "mono16": "mono8"}.get(encoding, "rgb8")
+    assert image_to_rgb(msg).shape == RGB.shape
+
+
+def test_bayer_patterns_are_not_confused():
+    """Each Bayer pattern decodes its own mosaic best: a swapped red and blue would show here."""
+    for encoding in BAYER:
+        rgb, _ = decode(encode(RGB, encoding))
+        swapped = np.abs(rgb[..., ::-1].astype(int) - RGB).mean()
+        assert np.abs(rgb.astype(int) - RGB).mean() < swapped / 2, encoding
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
+def test_depth_images_are_reported_as_depth_and_malformed_ones_as_malformed(encoding):
+    msg = depth(48, 64, encoding)
+    with pytest.raises(DepthImage, match=f"{encoding} is a depth image"):
+        decode(msg)
+    msg.data = msg.data[:-1]
+    with pytest.raises(ImageDecodeError, match="data holds") as refused:
+        decode(msg)
+    assert not isinstance(refused.value, DepthImage)
+
+
+def test_malformed_camera_encodings_are_refused_with_a_reason():
+    odd = encode(RGB, "yuv422")
+    odd.width, odd.step = 127, 254
+    odd.data = odd.data[:254 * 128]
+    with pytest.raises(ImageDecodeError, match="width must be even"):
+        decode(odd)
+    short = encode(RGB, "rgb16")
+    short.step = 128 * 3
+    with pytest.raises(ImageDecodeError, match="shorter than a row"):
+        decode(short)
+    with pytest.raises(ImageDecodeError, match="unsupported encoding 'bayer_rggb16'"):
+        decode(Image(height=2, width=2, encoding="bayer_rggb16", step=4, data=array.array("B", bytes(8))))
+
+
+def test_compressed_depth_is_reported_as_depth():
+    """image_transport's compressedDepth (a PNG of 16-bit depth behind a small header): depth, never decoded as a picture."""
+    for fmt in ("16UC1; compressedDepth png", "32FC1; compressedDepth rvl", "16UC1; png compressed mono16"):
+        with pytest.raises(DepthImage, match="compressed depth image"):
+            decode(CompressedImage(format=fmt, data=array.array("B", bytes(64))))

@@ -56,25 +56,44 @@ def test_executable_is_the_console_script_of_the_node():
 def test_one_node_per_camera_with_remaps_namespace_and_params():
     specs = launch_file.node_specs("front, rear", namespace="/robot1")
     assert [(s["name"], s["namespace"]) for s in specs] == [("anonymizer", "/robot1/front"), ("anonymizer", "/robot1/rear")]
-    assert specs[1]["remappings"] == [("image", "/rear/image_raw"), ("image/compressed", "/rear/image_raw/compressed")]
+    assert specs[1]["remappings"] == [("image", "/rear/image_raw")]
     assert all(Path(s["params_file"]).is_file() for s in specs)
     [single] = launch_file.node_specs("camera", image_topic="/camera/color/image_raw", params_file="/tmp/p.yaml")
-    assert single["remappings"][0] == ("image", "/camera/color/image_raw") and single["params_file"] == "/tmp/p.yaml"
-    assert {name for name, _ in single["remappings"]} == {anonymizer_node.INPUT_TOPIC, anonymizer_node.COMPRESSED_INPUT_TOPIC}
+    assert single["remappings"] == [(anonymizer_node.INPUT_TOPIC, "/camera/color/image_raw")] and single["params_file"] == "/tmp/p.yaml"
     for bad in ("", " , ", "front,front"):
         with pytest.raises(ValueError, match="cameras"):
             launch_file.node_specs(bad)
 
 
-def test_remapped_names_are_the_topics_the_real_node_uses(ros_environment, tmp_path):
-    """Start the node exactly as the launch file would for camera 'front' and read its topics from the ROS graph."""
-    [spec] = launch_file.node_specs("front", namespace="robot1")
+def test_one_process_serves_every_camera():
+    [spec] = launch_file.node_specs("front,rear", namespace="robot1", one_process=True)
+    assert (spec["name"], spec["namespace"], spec["parameters"]) == ("anonymizer", "/robot1", {"cameras": "front,rear"})
+    assert spec["remappings"] == [("front/image", "/front/image_raw"), ("rear/image", "/rear/image_raw")]
+
+
+def test_launch_file_leaves_the_robots_dds_profile_alone_by_default():
+    source = LAUNCH_FILE.read_text()
+    assert 'DeclareLaunchArgument("fastdds_profile", default_value=""' in source
+    for argument in ("use_sim_time", "respawn", "namespace", "one_process"):
+        assert f'DeclareLaunchArgument("{argument}"' in source
+
+
+def start_as_launched(spec: dict, log: Path) -> NodeProcess:
+    """The node started exactly as the launch file would start it (namespace, name, parameters, remappings)."""
     ros_args = ["-r", f"__ns:={spec['namespace']}", "-r", f"__node:={spec['name']}"]
     for source, target in spec["remappings"]:
         ros_args += ["-r", f"{source}:={target}"]
-    node = NodeProcess(tmp_path / "node.log", {"subscribe_compressed": True, "publish_faces": True},
+    return NodeProcess(log, {"publish_faces": True, "publish_compressed": True, **spec["parameters"]},
                        params_file=Path(spec["params_file"]), ros_args=tuple(ros_args))
+
+
+@pytest.mark.parametrize("one_process", [False, True])
+def test_remapped_names_are_the_topics_the_real_node_uses(ros_environment, tmp_path, one_process):
+    """Start the node as the launch file would for cameras front and rear and read its topics from the ROS graph."""
+    specs = launch_file.node_specs("front,rear" if one_process else "front", namespace="robot1", one_process=one_process)
+    nodes = [start_as_launched(spec, tmp_path / f"node{i}.log") for i, spec in enumerate(specs)]
     peer = RosPeer("launch_tester")
+    spec, cameras = specs[0], ("front", "rear") if one_process else ("front",)
     try:
         from rclpy.node import NodeNameNonExistentError
 
@@ -83,14 +102,17 @@ def test_remapped_names_are_the_topics_the_real_node_uses(ros_environment, tmp_p
                 return {name for name, _ in kind(spec["name"], spec["namespace"])}
             except NodeNameNonExistentError:  # not discovered yet
                 return set()
-        wait_until(lambda: topics(peer.node.get_subscriber_names_and_types_by_node) >= {
-            "/front/image_raw", "/front/image_raw/compressed"}, 60, f"the node's subscriptions (log:\n{node.log()})")
-        expected = {"/robot1/front/image_anonymized", "/robot1/front/detections", "/robot1/front/faces", "/diagnostics"}
-        wait_until(lambda: topics(peer.node.get_publisher_names_and_types_by_node) >= expected, 60,
-                   f"the node's publishers (log:\n{node.log()})")
+        inputs = {f"/{c}/{topic}" for c in cameras for topic in ("image_raw", "camera_info")}
+        wait_until(lambda: topics(peer.node.get_subscriber_names_and_types_by_node) >= inputs, 60,
+                   f"the node's subscriptions (log:\n{nodes[0].log()})")
+        outputs = {f"/robot1/{c}/{topic}" for c in cameras for topic in (
+            "anonymized/image_raw", "anonymized/camera_info", "anonymized/image_raw/compressed", "detections", "faces")}
+        wait_until(lambda: topics(peer.node.get_publisher_names_and_types_by_node) >= outputs | {"/diagnostics"}, 60,
+                   f"the node's publishers (log:\n{nodes[0].log()})")
     finally:
         peer.close()
-        assert node.stop() == 0, node.log()
+        for node in nodes:
+            assert node.stop() == 0, node.log()
 
 
 def test_launch_description_starts_one_node_per_camera(ros_environment):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import array
 import json
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -15,10 +17,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
+from camera_encodings import CAMERA_ONLY, depth, encode
 from onnx_models import anonymizer_model
 from ros_env import NodeProcess, RosPeer, ros_environment, wait_until  # noqa: F401 (fixture)
 
-from ros_anonymizer.image_io import image_to_rgb, rgb_to_compressed, rgb_to_image
+from ros_anonymizer.image_io import CAMERA_ENCODINGS, decode, image_to_rgb, rgb_to_compressed, rgb_to_image
 
 ACTION_CLASSES = ["catch", "shoot_ball"]
 ACTION_BOX = [20.0, 30.0, 120.0, 200.0]  # network-input pixels of a 240x320 input
@@ -89,76 +92,108 @@ def changed(out: np.ndarray, ref: np.ndarray, rect) -> float:
     return float(np.abs(out[y0:y1, x0:x1].astype(int) - ref[y0:y1, x0:x1]).mean())
 
 
-def diagnostics(peer: RosPeer, inbox: list, node: str = "/anonymizer") -> dict:
-    """The latest values that node `node` reported on /diagnostics."""
-    ours = [s for m in peer.snapshot(inbox) for s in m.status if s.name == f"{node}: image anonymizer"]
-    return {kv.key: kv.value for kv in ours[-1].values} if ours else {}
+def camera_info(sec: int = 0, width: int = 640, height: int = 480):
+    from sensor_msgs.msg import CameraInfo
+
+    info = CameraInfo(width=width, height=height, distortion_model="plumb_bob", d=[0.1, -0.2, 0.0, 0.0, 0.0],
+                      k=[500.0, 0.0, width / 2, 0.0, 500.0, height / 2, 0.0, 0.0, 1.0])
+    return stamped(info, sec)
 
 
 class Session:
-    """The test peer wired to one node process: publishers, recorders, and helpers to exchange frames."""
+    """The test peer wired to one camera of one node process: publishers, recorders, helpers to exchange frames."""
 
-    def __init__(self, peer: RosPeer, node: NodeProcess, namespace: str = ""):
+    def __init__(self, peer: RosPeer, node: NodeProcess, namespace: str = "", camera: str = "", transport: str = "raw"):
         from diagnostic_msgs.msg import DiagnosticArray
-        from sensor_msgs.msg import CompressedImage, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from vision_msgs.msg import Detection2DArray
 
         self.peer, self.node, self.ns = peer, node, namespace
-        self.image = peer.publisher(Image, f"{namespace}/image")
-        self.compressed = peer.publisher(CompressedImage, f"{namespace}/image/compressed")
-        self.out = peer.record(Image, f"{namespace}/image_anonymized")
-        self.out_compressed = peer.record(CompressedImage, f"{namespace}/image_anonymized/compressed")
-        self.detections = peer.record(Detection2DArray, f"{namespace}/detections")
-        self.faces = peer.record(Detection2DArray, f"{namespace}/faces")
+        prefix = f"{namespace}/{camera}" if camera else namespace
+        self.status_name = f"{namespace}/anonymizer: {camera + ' ' if camera else ''}image anonymizer"
+        self.image = peer.publisher(Image, f"{prefix}/image")
+        self.compressed = peer.publisher(CompressedImage, f"{prefix}/image/compressed")
+        self.input = self.compressed if transport == "compressed" else self.image
+        self.camera_info = peer.publisher(CameraInfo, f"{prefix}/camera_info")
+        self.output_topic = f"{prefix}/anonymized/image_raw"
+        self.out = peer.record(Image, self.output_topic)
+        self.out_info = peer.record(CameraInfo, f"{prefix}/anonymized/camera_info")
+        self.out_compressed = peer.record(CompressedImage, f"{prefix}/anonymized/image_raw/compressed")
+        self.detections = peer.record(Detection2DArray, f"{prefix}/detections")
+        self.faces = peer.record(Detection2DArray, f"{prefix}/faces")
         self.diagnostics = peer.record(DiagnosticArray, "/diagnostics")
 
+    def statuses(self) -> list:
+        return [s for m in self.peer.snapshot(self.diagnostics) for s in m.status if s.name == self.status_name]
+
     def info(self) -> dict:
-        return diagnostics(self.peer, self.diagnostics, f"{self.ns}/anonymizer")
+        """The latest values the node reported for this camera on /diagnostics."""
+        ours = self.statuses()
+        return {kv.key: kv.value for kv in ours[-1].values} if ours else {}
 
     def levels(self) -> set:
-        name = f"{self.ns}/anonymizer: image anonymizer"
-        return {s.level for m in self.peer.snapshot(self.diagnostics) for s in m.status if s.name == name}
+        return {s.level for s in self.statuses()}
 
     def counter(self, key: str) -> int:
         return int(self.info().get(key, -1))
 
+    def wait_for_status(self, level, says: str, timeout: float = TIMEOUT, after: int = 0):
+        """The first status (from index `after` on) with this level whose message contains `says`."""
+        def found():
+            return next((s for s in self.statuses()[after:] if s.level == level and says in s.message), None)
+        return wait_until(found, timeout, f"a {level!r} status saying {says!r} (latest: "
+                                          f"{[(s.level, s.message) for s in self.statuses()[-3:]]}; log:\n{self.node.log()})")
+
+    def connected(self):
+        wait_until(lambda: self.input.get_subscription_count() > 0 and self.peer.node.count_publishers(self.output_topic) > 0,
+                   FIRST_FRAME_TIMEOUT, f"the node to connect (log:\n{self.node.log()})")
+
     def warm_up(self, rgb: np.ndarray, sec: int = 1):
         """Resend a frame until its output arrives: DDS discovery is done both ways after that."""
-        wait_until(lambda: self.image.get_subscription_count() > 0 and self.peer.node.count_publishers(f"{self.ns}/image_anonymized") > 0,
-                   FIRST_FRAME_TIMEOUT, f"the node to connect (log:\n{self.node.log()})")
-        msg = stamped(rgb_to_image(rgb, "rgb8"), sec)
+        self.connected()
+        msg = stamped(rgb_to_compressed(rgb, "png", 90) if self.input is self.compressed else rgb_to_image(rgb, "rgb8"), sec)
 
         def answered():
             if sec in by_stamp(self.peer.snapshot(self.out)):
                 return True
-            self.image.publish(msg)
+            self.camera_info.publish(camera_info(sec, rgb.shape[1], rgb.shape[0]))
+            self.input.publish(msg)
             return False
         wait_until(answered, FIRST_FRAME_TIMEOUT, f"a first anonymized frame (log:\n{self.node.log()})", poll=0.5)
 
     def send(self, msg, sec: int, publisher=None, inbox=None):
         """Publish one stamped message and return the anonymized image published for it."""
-        (publisher or self.image).publish(stamped(msg, sec))
+        (publisher or self.input).publish(stamped(msg, sec))
         return wait_until(lambda: by_stamp(self.peer.snapshot(inbox or self.out)).get(sec), TIMEOUT,
                           f"the anonymized frame stamped {sec} (log:\n{self.node.log()})")
 
-    def set_parameters(self, **values):
-        from rclpy.parameter import Parameter
+    def parameter_client(self):
         from rclpy.parameter_client import AsyncParameterClient
 
         client = AsyncParameterClient(self.peer.node, f"{self.ns}/anonymizer")
         assert client.wait_for_services(timeout_sec=TIMEOUT)
-        future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        return client
+
+    def set_parameters(self, **values):
+        from rclpy.parameter import Parameter
+
+        future = self.parameter_client().set_parameters([Parameter(k, value=v) for k, v in values.items()])
         wait_until(future.done, TIMEOUT, "the parameter service")
         return future.result().results
+
+    def get_parameters(self, *names) -> list:
+        future = self.parameter_client().get_parameters(list(names))
+        wait_until(future.done, TIMEOUT, "the parameter service")
+        return [v for v in future.result().values]
 
 
 @pytest.fixture(scope="module")
 def session(ros_environment, tmp_path_factory, frames):
     folder = tmp_path_factory.mktemp("node")
     node = NodeProcess(folder / "node.log", {
-        "input_reliability": "reliable", "subscribe_compressed": True, "publish_compressed": True,
-        "publish_faces": True, "diagnostics_period": 0.2, "frame_deadline_ms": 5000.0,
-        "action_model": str(action_model(folder / "action.onnx")),
+        "qos_overrides./image.subscription.reliability": "reliable", "publish_compressed": True,
+        "publish_faces": True, "diagnostics_period": 0.2, "frame_deadline_ms": 5000.0, "rate_window": 60.0,
+        "max_frame_age": 0.0, "allow_weakening": True, "action_model": str(action_model(folder / "action.onnx")),
     })
     peer = RosPeer()
     s = Session(peer, node)
@@ -172,27 +207,40 @@ def session(ros_environment, tmp_path_factory, frames):
     assert "Traceback" not in node.log()
 
 
-@pytest.mark.parametrize("sec, encoding, padding", [(101, "rgb8", 0), (102, "bgr8", 8), (103, "rgba8", 0), (104, "bgra8", 4),
-                                                     (105, "mono8", 0)])
-def test_faces_are_anonymized_and_headers_kept_in_every_encoding(session, frames, sec, encoding, padding):
+def padded(msg, padding: int):
+    """The same image with `padding` junk bytes after each row, as some drivers send (step > row)."""
     from sensor_msgs.msg import Image
 
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+    rows = np.concatenate([rows, np.full((msg.height, padding), 255, np.uint8)], axis=1)
+    return Image(height=msg.height, width=msg.width, encoding=msg.encoding, step=msg.step + padding,
+                 is_bigendian=msg.is_bigendian, data=array.array("B", rows.tobytes()))
+
+
+@pytest.mark.parametrize("sec, encoding, padding", [
+    (101, "rgb8", 0), (102, "bgr8", 8), (103, "rgba8", 0), (104, "bgra8", 4), (105, "mono8", 0),
+    *[(110 + i, encoding, 2 * i % 6) for i, encoding in enumerate(CAMERA_ONLY)]])
+def test_faces_are_anonymized_and_headers_kept_in_every_encoding(session, frames, sec, encoding, padding):
+    """Fail closed per encoding: real faces in every camera encoding come out anonymized, with a matching camera_info."""
     rgb, rects = frames["three"]
-    msg = rgb_to_image(rgb, encoding)
-    if padding:  # rows padded as some drivers do: step > width * channels
-        rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
-        padded = np.concatenate([rows, np.full((msg.height, padding), 255, np.uint8)], axis=1)
-        msg = Image(height=msg.height, width=msg.width, encoding=encoding, step=msg.step + padding,
-                    data=array.array("B", padded.tobytes()))
-    reference = image_to_rgb(msg)  # what the node sees (mono8 is grey)
+    msg = rgb_to_image(rgb, encoding) if encoding in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8") else encode(rgb, encoding)
+    if padding:
+        msg = padded(msg, padding)
+    reference, published_as = decode(msg)  # what the node sees (mono is grey, YUV and Bayer lose a little colour)
+    session.camera_info.publish(camera_info(sec))
     out = session.send(msg, sec)
 
     assert (out.header.frame_id, out.header.stamp.sec, out.header.stamp.nanosec) == ("camera_front", sec, 123)
-    assert (out.encoding, out.width, out.height) == (encoding, 640, 480)
+    assert (out.encoding, out.width, out.height) == (published_as, 640, 480)
+    assert published_as == CAMERA_ENCODINGS[encoding][1]
     anonymized = image_to_rgb(out)
     assert not np.array_equal(anonymized, reference)
     for rect in rects:
         assert changed(anonymized, reference, rect) > 8.0, f"face {rect} was not anonymized"
+
+    info = wait_until(lambda: by_stamp(session.peer.snapshot(session.out_info)).get(sec), TIMEOUT, "anonymized/camera_info")
+    assert (info.header.frame_id, info.header.stamp.nanosec, info.width, info.height) == ("camera_front", 123, 640, 480)
+    assert list(info.k) == list(camera_info().k) and info.distortion_model == "plumb_bob"
 
     detections = wait_until(lambda: by_stamp(session.peer.snapshot(session.detections)).get(sec), TIMEOUT, "detections")
     assert detections.header.frame_id == "camera_front"
@@ -210,7 +258,7 @@ def test_faces_are_anonymized_and_headers_kept_in_every_encoding(session, frames
         assert any(x0 < cx < x1 and y0 < cy < y1 for cx, cy in centers), f"no face box inside {(x0, y0, x1, y1)}"
 
 
-def test_real_clip_frames_and_compressed_input(session, frames):
+def test_real_clip_frames_and_compressed_output(session, frames):
     clip = frames["clip"]
     outputs = {}
     for i, rgb in enumerate(clip):
@@ -228,19 +276,16 @@ def test_real_clip_frames_and_compressed_input(session, frames):
     assert found >= len(clip) // 2, f"CenterFace found the catcher's face in too few clip frames ({found})"
 
     rgb, rects = frames["three"]
-    jpeg = rgb_to_compressed(rgb, "jpeg", 95)
-    out = session.send(jpeg, 300, publisher=session.compressed)
-    assert out.encoding == "bgr8"  # a decoded JPEG is bgr8
-    decoded = image_to_rgb(out)
-    for rect in rects:
-        assert changed(decoded, rgb, rect) > 8.0
+    session.send(rgb_to_image(rgb, "rgb8"), 300)
     compressed = wait_until(lambda: by_stamp(session.peer.snapshot(session.out_compressed)).get(300), TIMEOUT,
-                            "image_anonymized/compressed")
-    assert compressed.format == "bgr8; jpeg compressed bgr8" and bytes(compressed.data[:2]) == b"\xff\xd8"
+                            "anonymized/image_raw/compressed")
+    assert compressed.format == "rgb8; jpeg compressed bgr8" and bytes(compressed.data[:2]) == b"\xff\xd8"
+    decoded, _ = decode(compressed)
+    assert all(changed(decoded, rgb, rect) > 8.0 for rect in rects)
 
 
 def malformed_images():
-    from sensor_msgs.msg import CompressedImage, Image
+    from sensor_msgs.msg import Image
 
     def image(width, height, encoding, step, size):
         return Image(width=width, height=height, encoding=encoding, step=step, data=array.array("B", bytes(size)))
@@ -249,12 +294,11 @@ def malformed_images():
     wrong_step = st.builds(lambda w, h, short: image(w, h, "rgb8", 3 * w - short, 3 * w * h), row, row, st.integers(1, 3))
     truncated = st.builds(lambda w, h, cut: image(w, h, "bgr8", 3 * w, max(0, 3 * w * h - cut)), row, row, st.integers(1, 200))
     unknown = st.builds(lambda w, h, enc: image(w, h, enc, 2 * w, 2 * w * h), row, row,
-                        st.sampled_from(["yuv422", "16UC1", "bayer_rggb8", "RGB8", "", "jpeg"]))
+                        st.sampled_from(["yuv420", "bayer_rggb16", "RGB8", "", "jpeg"]))
     empty = st.builds(lambda w, enc: image(w, 0, enc, w, 0), st.integers(0, 64), st.sampled_from(["rgb8", "mono8"]))
-    jpeg = bytes(rgb_to_compressed(np.full((48, 64, 3), 90, np.uint8), "jpeg", 90).data)
-    corrupted = st.builds(lambda cut, junk: CompressedImage(format="jpeg", data=array.array("B", jpeg[:cut] + junk)),
-                          st.integers(0, 120), st.binary(max_size=64))
-    return st.one_of(wrong_step, truncated, unknown, empty, corrupted)
+    odd_yuv = st.builds(lambda w, h: image(2 * w + 1, h, "yuv422", 4 * w + 2, (4 * w + 2) * h), row, row)
+    truncated_depth = st.builds(lambda w, h: image(w, h, "16UC1", 2 * w, 2 * w * h - 1), row, row)
+    return st.one_of(wrong_step, truncated, unknown, empty, odd_yuv, truncated_depth)
 
 
 def eight_k():
@@ -264,8 +308,6 @@ def eight_k():
 
 
 def test_malformed_messages_are_dropped_counted_and_the_node_keeps_serving(session, frames):
-    from sensor_msgs.msg import CompressedImage
-
     sent = {"n": 0}
     wait_until(lambda: session.counter("malformed_messages") >= 0, TIMEOUT, "diagnostics")
     start = session.counter("malformed_messages")
@@ -275,7 +317,7 @@ def test_malformed_messages_are_dropped_counted_and_the_node_keeps_serving(sessi
     @given(malformed_images())
     @example(eight_k())
     def one_malformed_message(msg):
-        (session.compressed if isinstance(msg, CompressedImage) else session.image).publish(stamped(msg, 400))
+        session.image.publish(stamped(msg, 400))
         sent["n"] += 1
         wait_until(lambda: session.counter("malformed_messages") >= start + sent["n"], TIMEOUT,
                    f"malformed message {sent['n']} to be counted (log:\n{session.node.log()})")
@@ -338,6 +380,9 @@ def test_fail_closed_when_the_anonymizer_fails_at_run_time(ros_environment, tmp_
             wait_until(lambda: s.counter("failed_frames") > failed, TIMEOUT, f"the failure to be counted (log:\n{node.log()})")
             failed = s.counter("failed_frames")
         assert not {10, 11, 12} & set(by_stamp(peer.snapshot(s.out))), "a frame that failed was published"
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        s.wait_for_status(DiagnosticStatus.ERROR, "could not be anonymized and were dropped")
         assert "ONNXRuntimeError" in s.info()["last_error"] and "published nothing" in s.info()["last_error"]
 
         [ok] = s.set_parameters(on_failure="black")
@@ -383,3 +428,262 @@ def test_a_missed_deadline_publishes_nothing(session, frames):
     out = image_to_rgb(session.send(rgb_to_image(rgb, "rgb8"), 601))
     assert all(changed(out, rgb, rect) > 8.0 for rect in rects)
     assert 600 not in by_stamp(session.peer.snapshot(session.out)), "a frame past its deadline was published"
+
+
+# A node with the default privacy guard and diagnostics tuned to react within seconds -----------------------------
+
+@pytest.fixture(scope="module")
+def guarded(ros_environment, tmp_path_factory):
+    node = NodeProcess(tmp_path_factory.mktemp("guarded") / "node.log", {
+        "diagnostics_period": 0.2, "rate_window": 1.0, "expected_rate": 8.0, "no_face_warning": 2.0, "max_frame_age": 2.0},
+        ros_args=("-r", "__ns:=/guarded"))
+    peer = RosPeer("guarded_tester")
+    try:
+        yield Session(peer, node, "/guarded")
+    finally:
+        peer.close()
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log(), node.log()
+
+
+class Camera:
+    """Publishes frames at a steady rate from a thread, stamped with the current time, as a camera driver does."""
+
+    def __init__(self, session: Session, rgb: np.ndarray, rate: float):
+        self.session, self.rgb, self.rate, self.age = session, rgb, rate, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            msg = rgb_to_image(self.rgb, "rgb8")
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns() - int(self.age * 1e9), 1_000_000_000)
+            self.session.image.publish(msg)
+            self._stop.wait(1.0 / self.rate)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+def test_diagnostics_warn_on_silence_low_rate_stale_stamps_and_a_detector_that_stops_finding_faces(guarded, frames):
+    from diagnostic_msgs.msg import DiagnosticStatus as S
+
+    guarded.connected()
+    guarded.wait_for_status(S.WARN, "no frame received yet")  # the old node said OK here
+    face = cv2.resize(frames["one"][0], (320, 240), interpolation=cv2.INTER_AREA)
+    camera = Camera(guarded, face, rate=15.0)
+    try:
+        guarded.wait_for_status(S.OK, "anonymizing", timeout=FIRST_FRAME_TIMEOUT)
+        assert float(guarded.info()["seconds_since_last_face"]) < 2.0
+        camera.rate = 3.0
+        guarded.wait_for_status(S.WARN, "below the expected 8.0 Hz", after=len(guarded.statuses()))
+        camera.rate, camera.age = 15.0, 10.0
+        guarded.wait_for_status(S.WARN, "after their header stamps", after=len(guarded.statuses()))
+        camera.age, camera.rgb = 0.0, np.full_like(face, 128)  # the stream goes on, without faces
+        status = guarded.wait_for_status(S.WARN, "no face found for", after=len(guarded.statuses()))
+        assert "stream that had faces" in status.message
+    finally:
+        camera.stop()
+    guarded.wait_for_status(S.WARN, "no frame received for", after=len(guarded.statuses()))
+
+
+@pytest.mark.parametrize("change", [
+    {"score_threshold": 0.99}, {"detection_scale": 0.1}, {"persist_frames": 0}, {"blur_strength": 0.05},
+    {"box_enlarge": 1.0}, {"coast_enlarge": 1.0}, {"mosaic_cells": 64}, {"noise_sigma": 1.0}, {"filter": "noise"},
+    {"depth_images": "passthrough"}])
+def test_privacy_parameters_cannot_be_weakened_at_run_time(guarded, change):
+    """Another process tries what issue 11 lists: each change is refused with the reason, and the value stays."""
+    [(name, value)] = change.items()
+    [before] = guarded.get_parameters(name)
+    [result] = guarded.set_parameters(**change)
+    assert not result.successful, f"{name} -> {value} was accepted"
+    assert "weakens anonymization" in result.reason and "allow_weakening" in result.reason and name in result.reason
+    assert guarded.get_parameters(name) == [before]
+
+
+def test_strengthening_is_accepted_and_weakening_is_refused_back(guarded):
+    changes = {"score_threshold": 0.2, "blur_strength": 0.4, "persist_frames": 10, "box_enlarge": 1.5, "filter": "mask"}
+    results = guarded.set_parameters(**changes)
+    assert all(r.successful for r in results), [r.reason for r in results]
+    [back] = guarded.set_parameters(filter="blur")
+    assert not back.successful and "filter mask -> blur is a weaker choice" in back.reason
+    [allow] = guarded.set_parameters(allow_weakening=True)
+    assert not allow.successful, "allow_weakening must be read-only"
+
+
+def test_depth_images_are_dropped_by_default(guarded, frames):
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    guarded.connected()
+    wait_until(lambda: guarded.counter("depth_images") >= 0, TIMEOUT, "diagnostics")
+    before, msg = guarded.counter("depth_images"), stamped(depth(240, 320, "16UC1"), 700)
+
+    def counted():  # resent until it arrives: this test may be the first to send this node anything
+        if guarded.counter("depth_images") > before:
+            return True
+        guarded.image.publish(msg)
+        return False
+    wait_until(counted, TIMEOUT, "the depth image to be counted", poll=0.5)
+    guarded.wait_for_status(DiagnosticStatus.WARN, "receiving only depth images, dropped")
+    guarded.send(rgb_to_image(cv2.resize(frames["one"][0], (320, 240)), "rgb8"), 701)  # handled after the depth image
+    assert 700 not in by_stamp(guarded.peer.snapshot(guarded.out)), "a depth image was published"
+
+
+def test_input_qos_defaults_to_sensor_data_and_follows_qos_overrides(session, guarded):
+    from rclpy.qos import ReliabilityPolicy
+
+    def reliability(topic):
+        infos = session.peer.node.get_subscriptions_info_by_topic(topic)
+        return infos[0].qos_profile.reliability if infos else None
+    assert wait_until(lambda: reliability("/guarded/image"), TIMEOUT, "/guarded/image") == ReliabilityPolicy.BEST_EFFORT
+    assert wait_until(lambda: reliability("/image"), TIMEOUT, "/image") == ReliabilityPolicy.RELIABLE  # qos_overrides
+
+
+def test_vision_info_is_latched_and_names_every_published_class_id(session, frames):
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from vision_msgs.msg import VisionInfo
+
+    late: list = []  # subscribed long after the node published it: transient local delivers it anyway
+    session.peer.node.create_subscription(VisionInfo, "/vision_info", late.append, QoSProfile(
+        depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    info = wait_until(lambda: late[-1] if late else None, TIMEOUT, "the latched VisionInfo")
+    assert info.database_location == "/anonymizer:labels"
+    [labels] = session.get_parameters("labels")
+    assert list(labels.string_array_value) == ["face", *ACTION_CLASSES]
+    rgb, _ = frames["three"]
+    session.send(rgb_to_image(rgb, "rgb8"), 800)
+    published = [m for inbox in (session.detections, session.faces) for m in session.peer.snapshot(inbox)]
+    class_ids = {d.results[0].hypothesis.class_id for m in published for d in m.detections}
+    assert class_ids and class_ids <= set(labels.string_array_value)
+
+
+# One process, several cameras, one set of models ------------------------------------------------------------------
+
+def test_one_process_serves_several_cameras_with_their_own_camera_info(ros_environment, tmp_path, frames):
+    node = NodeProcess(tmp_path / "node.log", {"cameras": "front,rear", "depth_images": "passthrough", "diagnostics_period": 0.2,
+                                               "frame_deadline_ms": 5000.0}, ros_args=("-r", "__ns:=/multi"))
+    peer = RosPeer("multi_tester")
+    front, rear = Session(peer, node, "/multi", "front"), Session(peer, node, "/multi", "rear")
+    try:
+        three, rects = frames["three"]
+        one, [one_rect] = frames["one"]
+        front.warm_up(one, sec=1)
+        rear.warm_up(one, sec=1)
+        for sec in range(10, 14):  # both cameras at once: the worker takes both latest frames as one batch
+            front.camera_info.publish(camera_info(sec))
+            rear.camera_info.publish(camera_info(sec))
+            front.image.publish(stamped(rgb_to_image(three, "bgr8"), sec))
+            rear.image.publish(stamped(rgb_to_image(one, "rgb8"), sec))
+        for session, frame, rects_ in ((front, three, rects), (rear, one, [one_rect])):
+            outputs = wait_until(lambda: [m for m in session.peer.snapshot(session.out) if m.header.stamp.sec >= 10],
+                                 TIMEOUT, f"{session.status_name} frames")
+            for out in outputs:
+                assert all(changed(image_to_rgb(out), frame, r) > 8.0 for r in rects_)
+                info = wait_until(lambda: by_stamp(peer.snapshot(session.out_info)).get(out.header.stamp.sec), TIMEOUT,
+                                  "its camera_info")
+                assert info.header.frame_id == out.header.frame_id
+        assert {front.status_name, rear.status_name} <= {s.name for m in peer.snapshot(front.diagnostics) for s in m.status}
+
+        raw_depth = depth(48, 64, "32FC1")
+        passed = rear.send(raw_depth, 20)  # depth_images: passthrough publishes it unchanged
+        assert passed.encoding == "32FC1" and bytes(passed.data) == bytes(raw_depth.data)
+    finally:
+        peer.close()
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log(), node.log()
+
+
+# Lifecycle -------------------------------------------------------------------------------------------------------
+
+def change_state(peer: RosPeer, node_name: str, transition: int) -> bool:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = peer.node.create_client(ChangeState, f"{node_name}/change_state")
+    assert client.wait_for_service(timeout_sec=FIRST_FRAME_TIMEOUT)
+    future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+    wait_until(future.done, FIRST_FRAME_TIMEOUT, f"transition {transition}")
+    return future.result().success
+
+
+def lifecycle_state(peer: RosPeer, node_name: str) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    client = peer.node.create_client(GetState, f"{node_name}/get_state")
+    assert client.wait_for_service(timeout_sec=FIRST_FRAME_TIMEOUT)
+    future = client.call_async(GetState.Request())
+    wait_until(future.done, TIMEOUT, "get_state")
+    return future.result().current_state.label
+
+
+def test_lifecycle_publishes_only_while_active_and_never_half_a_frame(ros_environment, tmp_path, frames):
+    """A manager configures, activates and deactivates the node while a compressed camera streams."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from lifecycle_msgs.msg import Transition
+
+    node = NodeProcess(tmp_path / "node.log", {"autostart": False, "input_transport": "compressed", "diagnostics_period": 0.2,
+                                               "frame_deadline_ms": 5000.0}, ros_args=("-r", "__ns:=/managed"))
+    peer = RosPeer("lifecycle_manager")
+    s = Session(peer, node, "/managed", transport="compressed")
+    one, [one_rect] = frames["one"]
+    small = cv2.resize(one, (320, 240), interpolation=cv2.INTER_AREA)
+    jpeg = rgb_to_compressed(small, "jpeg", 95)
+    sent: list[tuple[int, float]] = []  # stamp, when it was sent
+    stop = threading.Event()
+
+    def stream():  # a camera at 10 Hz for the whole test, each frame with its camera_info
+        sec = 1000
+        while not stop.is_set():
+            s.camera_info.publish(camera_info(sec, 320, 240))
+            s.compressed.publish(stamped(jpeg, sec))
+            sent.append((sec, time.monotonic()))
+            sec += 1
+            stop.wait(0.1)
+    streamer = threading.Thread(target=stream, daemon=True)
+    try:
+        wait_until(lambda: s.compressed.get_subscription_count() > 0, FIRST_FRAME_TIMEOUT, f"the node (log:\n{node.log()})")
+        streamer.start()
+        assert lifecycle_state(peer, "/managed/anonymizer") == "unconfigured"
+        s.wait_for_status(DiagnosticStatus.WARN, "not active (unconfigured)")
+        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_CONFIGURE)
+        assert lifecycle_state(peer, "/managed/anonymizer") == "inactive"
+        s.wait_for_status(DiagnosticStatus.WARN, "not active (inactive)")
+        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_ACTIVATE)
+        activated = time.monotonic()
+        wait_until(lambda: len(peer.snapshot(s.out)) >= 5, FIRST_FRAME_TIMEOUT, f"frames while active (log:\n{node.log()})")
+        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_DEACTIVATE)
+        deactivated = time.monotonic()
+        wait_until(lambda: sent and sent[-1][1] > deactivated + 3.0, TIMEOUT, "frames sent while inactive")
+        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_ACTIVATE)
+        reactivated = time.monotonic()
+        wait_until(lambda: any(sec for sec, at in sent if at > reactivated and sec in by_stamp(peer.snapshot(s.out))),
+                   FIRST_FRAME_TIMEOUT, "frames after reactivation")
+        from sensor_msgs.msg import CompressedImage
+
+        depth_png = CompressedImage(format="16UC1; compressedDepth png", data=array.array("B", bytes(12) + bytes(jpeg.data)))
+        s.compressed.publish(stamped(depth_png, 5))  # depth_images: drop (the default) counts it, publishes nothing
+        wait_until(lambda: s.counter("depth_images") >= 1, TIMEOUT, "the compressed depth image to be counted")
+        for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE):
+            assert change_state(peer, "/managed/anonymizer", transition), f"transition {transition} (log:\n{node.log()})"
+        assert lifecycle_state(peer, "/managed/anonymizer") == "inactive"
+    finally:
+        stop.set()
+        if streamer.is_alive():
+            streamer.join(timeout=5.0)
+        peer.close()
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log(), node.log()
+
+    # DDS may still hold the last 0.5 s of frames (depth 5 at 10 Hz) when a transition completes: allow 1 s.
+    sent_at = dict(sent)
+    published = by_stamp(peer.snapshot(s.out))
+    assert all(sent_at[sec] > activated - 1.0 for sec in published), "a frame sent before activation was published"
+    assert not [sec for sec in published if deactivated + 1.0 < sent_at[sec] < reactivated - 1.0], \
+        "a frame sent while inactive was published"
+    assert 5 not in published, "a compressed depth image was published"
+    infos = by_stamp(peer.snapshot(s.out_info))
+    assert set(published) <= set(infos), "an image was published without its camera_info"
+    for out in published.values():
+        assert out.encoding == "bgr8" and changed(image_to_rgb(out), small, [v // 2 for v in one_rect]) > 8.0

@@ -137,3 +137,36 @@ def test_nan_in_the_anonymizer_output_is_a_failed_frame(tmp_path, astronaut):
     pipeline = Pipeline(AnonymizerConfig(filter="learned", anonymizer_model=str(model), frame_deadline_ms=0.0))
     result = pipeline.process(astronaut)
     assert result.image is None and "NaN" in result.error
+
+
+def test_batched_cameras_find_the_same_faces_as_one_at_a_time(street_frame_with_faces, astronaut):
+    """process_batch: one CenterFace run for several cameras' frames gives each camera what process() gives it."""
+    import cv2
+
+    from ros_anonymizer.pipeline import process_batch
+
+    street, _ = street_frame_with_faces
+    other = cv2.resize(astronaut, (640, 480))
+    small = cv2.resize(astronaut, (320, 240))  # a third camera of another size: detected on its own
+    config = AnonymizerConfig(filter="mask", frame_deadline_ms=0.0)  # a busy machine must not fail a frame here
+    first = Pipeline(config)
+    cameras = [first, first.for_another_camera(), first.for_another_camera()]
+    assert cameras[1].detector is first.detector and cameras[1].tracker is not first.tracker
+    batched = process_batch(cameras, [street, other, small])
+    alone = [Pipeline(config).process(frame) for frame in (street, other, small)]
+    for b, a in zip(batched, alone):
+        assert b.ok and a.ok
+        np.testing.assert_allclose(b.faces.boxes, a.faces.boxes, atol=0.5)
+        assert np.array_equal(b.image, a.image)
+    assert len(batched[0].faces) >= 4
+
+
+def test_a_detector_failure_fails_the_whole_batch_closed(street_frame_with_faces):
+    from ros_anonymizer.pipeline import process_batch
+
+    street, _ = street_frame_with_faces
+    first = Pipeline(AnonymizerConfig(filter="mask"))
+    second = first.for_another_camera()
+    first.detector.detection_scale = float("nan")  # what a broken reconfiguration could leave behind
+    results = process_batch([first, second], [street, street.copy()])
+    assert [r.image for r in results] == [None, None] and all(r.error for r in results)

@@ -129,14 +129,15 @@ def test_a_bag_replayed_into_the_node_comes_out_anonymized(ros_environment, tmp_
     write_camera_bag(bag, frames)
     originals = {START_NS + i * FRAME_PERIOD_NS: (rgb, rect) for i, (rgb, rect) in enumerate(frames)}
 
-    node = NodeProcess(tmp_path / "node.log", {"input_reliability": "reliable", "frame_deadline_ms": 0.0, "diagnostics_period": 0.2},
+    node = NodeProcess(tmp_path / "node.log", {"qos_overrides./camera/image.subscription.reliability": "reliable",
+                                                  "frame_deadline_ms": 0.0, "diagnostics_period": 0.2},
                        ros_args=("-r", "__ns:=/camera"))
     peer = RosPeer("replay_checker")
     try:
-        images = peer.record(Image, "/camera/image_anonymized")
+        images = peer.record(Image, "/camera/anonymized/image_raw")
         detections = peer.record(Detection2DArray, "/camera/detections")
         diagnostics = peer.record(DiagnosticArray, "/diagnostics")
-        wait_until(lambda: peer.node.count_publishers("/camera/image_anonymized") > 0, TIMEOUT, f"the node to start:\n{node.log()}")
+        wait_until(lambda: peer.node.count_publishers("/camera/anonymized/image_raw") > 0, TIMEOUT, f"the node to start:\n{node.log()}")
         done = play(bag, "--rate", "0.5")  # 5 frames/s
         assert done.returncode == 0, done.stderr + node.log()
 
