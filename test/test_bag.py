@@ -659,9 +659,11 @@ def test_each_topic_gets_its_policys_action_and_the_report_says_so(tmp_path, fac
 
     policy = tmp_path / "policy.yaml"
     policy.write_text(yaml.safe_dump({"topics": {POINTS: "drop"}, "types": {"fleet_msgs/msg/Blob": "copy"}}))
-    assert main(["bag", "anonymize", str(src), str(tmp_path / "out2"), "--no-progress", "--policy", str(policy)]) == 0
+    assert main(["bag", "anonymize", str(src), str(tmp_path / "out2"), "--no-progress", "--policy", str(policy),
+                 "--set", "depth_images=passthrough"]) == 0
     outputs2, _ = read_bag(tmp_path / "out2")
     assert outputs2["/blob"] == inputs["/blob"] and POINTS not in outputs2
+    assert outputs2["/camera/depth"] == inputs["/camera/depth"], "depth_images=passthrough copies depth images unchanged"
 
 
 @pytest.mark.parametrize("rules, message", [

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..config import AnonymizerConfig
 from ..errors import UserError
-from ..image_io import decode, rgb_to_compressed, rgb_to_image
+from ..image_io import DepthImage, decode, rgb_to_compressed, rgb_to_image
 from ..messages import action_detections
 from ..pipeline import Pipeline, failure_frame
 from . import metadata
@@ -51,8 +51,6 @@ from .types import COMPRESSED_IMAGE_TYPE, DETECTIONS_TYPE, POINTCLOUD_TYPE, type
 
 STORAGES = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
 DETECTIONS_SUFFIX = "/detections"
-# Depth encodings (raw) and image_transport's compressedDepth format: handled by the `depth_images` rule.
-DEPTH_ENCODINGS = ("16UC1", "32FC1")
 
 
 class PipelinePool:
@@ -163,14 +161,13 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
     compressed = msgtype == COMPRESSED_IMAGE_TYPE
     try:
         msg = deserialize_message(raw, CompressedImage if compressed else Image)
-        if is_depth(msg):
-            # rosint's `depth_images` parameter (drop / passthrough), applied as in the node; drop until it exists.
-            if getattr(config, "depth_images", "drop") == "passthrough":
-                counts.add("depth_passed")
-                return bytes(raw), None
-            counts.add("depth_dropped")
-            return None, None
         rgb, encoding = decode(msg, config.max_image_pixels)
+    except DepthImage:  # the `depth_images` rule, as in the node
+        if config.depth_images == "passthrough":
+            counts.add("depth_passed")
+            return bytes(raw), None
+        counts.add("depth_dropped")
+        return None, None
     except Exception as e:  # any malformed message, whatever the decoder raises: drop it
         counts.add("undecodable")
         counts.note_error(f"undecodable: {e}")
@@ -204,13 +201,6 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
     else:
         counts.add("black")
     return encoded
-
-
-def is_depth(msg: Image | CompressedImage) -> bool:
-    """A depth image: a depth encoding, or image_transport's compressedDepth format ("16UC1; compressedDepth png")."""
-    if isinstance(msg, CompressedImage):
-        return "compresseddepth" in msg.format.lower() or msg.format.split(";")[0].strip() in DEPTH_ENCODINGS
-    return msg.encoding in DEPTH_ENCODINGS
 
 
 def strip_cloud(raw: bytes, colour_fields: tuple[str, ...], counts: TopicReport) -> bytes | None:
