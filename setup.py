@@ -16,7 +16,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
-    install_requires=["setuptools", "numpy", "opencv-python-headless", "onnx", "onnxruntime", "pyyaml", "tqdm"],
+    install_requires=["setuptools", "numpy", "opencv-python-headless", "onnx", "onnxruntime", "pyyaml", "simplejpeg", "tqdm"],
     extras_require={"bag": ["rosbags>=0.11", "ray>=2.9"]},  # the bag tools; ray only for anonymize-archive
     zip_safe=True,
     maintainer="ros_anonymizer maintainers",

@@ -144,6 +144,21 @@ def test_corrupted_compressed_images_are_refused(payload, message):
         compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", payload)))
 
 
+def test_a_jpeg_with_corrupt_entropy_data_is_refused_though_opencv_conceals_the_damage():
+    """Bytes flipped inside the scan: OpenCV still returns a (shifted, recoloured) picture of the face; we drop it."""
+    data = bytearray(jpeg_bytes())
+    rng = np.random.default_rng(0)
+    scan = data.index(b"\xff\xda") + 20  # past the start-of-scan header, inside the entropy-coded data
+    for i in rng.integers(scan, len(data) - 2, 3):
+        data[i] ^= 0x5A
+    concealed = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR)
+    assert concealed is not None and concealed.shape == RGB.shape, "OpenCV decodes it: the check below is the only guard"
+    with pytest.raises(ImageDecodeError, match="corrupted"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", bytes(data))))
+    grey = cv2.imencode(".jpg", cv2.cvtColor(RGB, cv2.COLOR_RGB2GRAY))[1].tobytes()
+    assert compressed_to_rgb(CompressedImage(format="jpeg", data=array.array("B", grey))).shape == RGB.shape
+
+
 def test_an_8k_jpeg_is_refused_before_it_is_decoded():
     ok, buffer = cv2.imencode(".jpg", np.zeros((4320, 7680, 3), np.uint8))
     msg = CompressedImage(format="jpeg", data=array.array("B", buffer.tobytes()))
