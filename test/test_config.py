@@ -49,14 +49,15 @@ def test_dynamic_parameters_are_declared():
 
 
 def test_weakenings_follow_the_field_metadata():
-    config = AnonymizerConfig()
+    config = AnonymizerConfig(filter="mask")
     weaker = config.replace(score_threshold=0.9, blur_strength=0.1, mosaic_cells=12, filter="noise", detection_scale=2.0,
                             depth_images="passthrough")
     found = config.weakenings(weaker)
     assert [w.split()[0] for w in found] == ["filter", "blur_strength", "mosaic_cells", "detection_scale", "score_threshold",
                                             "depth_images"]
-    stronger = config.replace(score_threshold=0.2, blur_strength=0.5, mosaic_cells=4, filter="mask", persist_frames=20,
+    stronger = config.replace(score_threshold=0.1, blur_strength=0.5, mosaic_cells=4, filter="mask", persist_frames=20,
                               jpeg_quality=50, on_failure="black")
     assert config.weakenings(stronger) == []
+    assert AnonymizerConfig(filter="blur").weakenings(AnonymizerConfig(filter="noise")) == [], "noise is noise over the blur"
     assert stronger.weakenings(stronger.replace(filter="learned")) == ["filter mask -> learned is a weaker choice"]
     assert "allow_weakening" not in AnonymizerConfig.dynamic_parameters()

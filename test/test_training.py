@@ -233,6 +233,7 @@ def compare_then_close():
     if dist.get_rank() == 0:
         print("ranks", len(gathered), "max_difference", max((g - gathered[0]).abs().max().item() for g in gathered),
               "same_batches", all(torch.equal(b, batches[0]) for b in batches))
+    dist.barrier()  # neither rank tears gloo down while the other still reports (an abort at exit was seen under load)
     close()
 trainer.Run, dist.destroy_process_group = Recorded, compare_then_close
 sys.exit(trainer.main(sys.argv[1:]))
