@@ -153,7 +153,14 @@ def test_killed_drivers_and_workers_resume_to_the_same_final_state(engine, archi
         if driver.poll() is not None:
             continue  # nothing left to kill
         if kill == "worker":
-            os.kill(rng.choice(_bag_workers()), signal.SIGKILL)
+            workers = _bag_workers()
+            deadline = time.monotonic() + 60  # a loaded machine may not yet show the actor's process title
+            while not workers and driver.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                workers = _bag_workers()
+            if not workers:
+                continue  # the run ended first: nothing left to kill
+            os.kill(rng.choice(workers), signal.SIGKILL)
             driver.communicate(timeout=120)  # the run goes on: the bag is retried on the restarted worker
         else:
             driver.kill()
