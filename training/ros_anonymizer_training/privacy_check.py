@@ -48,7 +48,8 @@ def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
     return [(root / holdout[n][0], root / holdout[n][1]) for n in people[:count]]
 
 
-def measure(methods: dict, people: list[tuple[Path, Path]]) -> dict:
+def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0) -> dict:
+    """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people."""
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer.evaluate.judges import NaturalnessJudges
     from ros_anonymizer.evaluate.naturalness import face_still_found, main_face, reference_detector
@@ -77,6 +78,8 @@ def measure(methods: dict, people: list[tuple[Path, Path]]) -> dict:
         boxes = runtime_detector(rgb).boxes
         for name, (config, learned) in methods.items():
             out = rgb if config is None else apply_filter(rgb, boxes, config, learned)[0]
+            if samples is not None and person < sample_people:
+                samples.setdefault(name, []).append(_around(out, original.box))
             c = counts[name]
             embedding = recognizer.embed_at(out, original)
             distance = float(np.linalg.norm(embedding - original.embedding))
@@ -103,6 +106,30 @@ def measure(methods: dict, people: list[tuple[Path, Path]]) -> dict:
                          "centerface_found_training_detector": mean("centerface_found"),
                          "median_distance": float(np.median(c["distance"])) if n else float("nan")}
     return results
+
+
+def _around(rgb: np.ndarray, box: np.ndarray, size: int = 112) -> np.ndarray:
+    """The face and some of its surroundings (twice the box), resized for a sample grid."""
+    from ros_anonymizer.filters import crop_squares, square_regions
+
+    return crop_squares(rgb, square_regions(box[None], 2.0), size)[0]
+
+
+def sample_grid(samples: dict, path: Path) -> Path:
+    """One row per person, one column per method (original | learned | blur ...), labelled, as JPEG or PNG."""
+    import cv2
+
+    names = list(samples)
+    rows = [np.concatenate([samples[n][i] for n in names], 1) for i in range(min(len(v) for v in samples.values()))]
+    grid = np.concatenate(rows, 0)
+    header = np.full((22, grid.shape[1], 3), 255, np.uint8)
+    width = grid.shape[1] // len(names)
+    for i, name in enumerate(names):
+        label = name.split("/")[-1].replace(".onnx", "")
+        cv2.putText(header, label[:18], (i * width + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([header, grid], 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
 
 
 def baseline_config(spec: str):
@@ -168,11 +195,27 @@ def main(argv=None) -> int:
     parser.add_argument("--baselines", nargs="*", default=list(DEFAULT_BASELINES), help="filter settings: blur, blur:0.1, mosaic:10, noise:40, mask")
     parser.add_argument("--sweep", action="store_true", help=f"add the trade-off sweep: {', '.join(SWEEP)}")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--with-results", type=Path, nargs="*", default=[],
+                        help="figures of other methods from earlier --json runs on the same people, shown and charted alongside")
     parser.add_argument("--chart", type=Path, help="also draw re-identification against independent face-ness here (PNG)")
+    parser.add_argument("--grid", type=Path, help="also write a sample grid here: one row per person, one column per method")
+    parser.add_argument("--grid-people", type=int, default=8, help="rows of the sample grid")
     args = parser.parse_args(argv)
     cfg = TrainConfig.load(args.config)
     baselines = list(dict.fromkeys(args.baselines + (list(SWEEP) if args.sweep else [])))
-    results = measure(build_methods(args.models, baselines), holdout_people(cfg, args.people))
+    people = holdout_people(cfg, args.people)
+    earlier = {}
+    for path in args.with_results:
+        for name, r in json.loads(path.read_text()).items():
+            if r.get("people") != [str(p) for p, _ in people]:
+                raise SystemExit(f"privacy_check: {path} was measured on other people; use the same --config and --people.")
+            earlier[name] = r
+    samples = {} if args.grid else None
+    measured = measure(build_methods(args.models, [b for b in baselines if b not in earlier], args.grid is not None or "original" not in earlier),
+                       people, samples, args.grid_people)
+    for r in measured.values():
+        r["people"] = [str(p) for p, _ in people]
+    results = {**earlier, **measured}
     print(f"{'method':42s} faces  re-id(located) re-id(dlib finds) rank-1 (chance)  HOG found  CNN found  landmarks (noise)  CenterFace [training detector]")
     for name, r in results.items():
         print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} {r['matched_dlib_detector']:16.1%} {r['rank1']:6.1%} ({r['rank1_chance']:.1%})"
@@ -182,6 +225,8 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(results, indent=2))
     if args.chart:
         tradeoff_chart(results, args.chart)
+    if args.grid:
+        sample_grid(samples, args.grid)
     return 0
 
 
