@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_rgb, require_data
-from training import losses
-from training.config import TrainConfig, TrainConfigError
-from training.models.anonymizer import LowPassAnonymizer, build_anonymizer
-from training.models.realism import PatchDiscriminator
-from training.train import train
+from conftest import require_data
+from ros_anonymizer.media import read_image
+from ros_anonymizer_training import losses
+from ros_anonymizer_training.config import TrainConfig, TrainConfigError
+from ros_anonymizer_training.models.anonymizer import LowPassAnonymizer, build_anonymizer
+from ros_anonymizer_training.models.realism import PatchDiscriminator
+from ros_anonymizer_training.train import train
 
 NATURAL = dict(m_generator="lowpass", m_input_size=8, m_channels=8, m_blocks=1, lambda_realism=1.0, lambda_lowpass=5.0,
                lowpass_size=8, lambda_ring=2.0, lambda_landmarks=1.0, landmark_faces=8, lambda_det=0.0, pretrain_a_steps=0)
@@ -23,7 +24,7 @@ def real_faces(n: int = 8, size: int = 32) -> torch.Tensor:
     """n LFW face crops in [-1, 1] (the runtime's crop geometry is not needed here: LFW centres the face)."""
     root = require_data("lfw", "images")
     paths = sorted(root.glob("A*/*_0001.jpg"))[:n]
-    crops = [read_rgb(p)[60:190, 60:190] for p in paths]
+    crops = [read_image(p)[60:190, 60:190] for p in paths]
     x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return torch.nn.functional.interpolate(x, size=(size, size), mode="area")
 
@@ -69,8 +70,8 @@ def test_realism_discriminator_and_generator_each_move_their_loss_the_right_way(
 
 
 def test_landmark_lowpass_and_ring_losses_are_zero_on_the_input_and_grow_with_change():
-    from training.models.face_detector import CenterFaceTorch
-    from training.train import _soft_ellipse
+    from ros_anonymizer_training.models.face_detector import CenterFaceTorch
+    from ros_anonymizer_training.train import _soft_ellipse
 
     faces = real_faces(4, 64)
     detector = CenterFaceTorch()
@@ -116,7 +117,7 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
     backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
     assert "lowpass generator on 8x8" in backend.metadata["trained_on"]
     learned = LearnedAnonymizer(backend)
-    rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     out = rgb.copy()
     x1, y1, x2, y2 = learned(out, np.array([[90, 80, 160, 170]], np.float32))[0]
     assert np.abs(out[y1:y2, x1:x2].astype(int) - rgb[y1:y2, x1:x2]).mean() > 1.0

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import read_rgb, require_data
-from ros_anonymizer.evaluate.judges import MIRROR_68, NaturalnessJudges, normalised_displacement
-from ros_anonymizer.evaluate.recognizer import FaceRecognizer
-from ros_anonymizer.evaluate.temporal import TemporalMeter
+from conftest import require_data
+from ros_anonymizer.media import read_image
+from ros_anonymizer_evaluation.judges import MIRROR_68, NaturalnessJudges, normalised_displacement
+from ros_anonymizer_evaluation.recognizer import FaceRecognizer
+from ros_anonymizer_evaluation.temporal import TemporalMeter
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ def judges():
 @pytest.fixture(scope="module")
 def face():
     """A real LFW face and dlib's box around it."""
-    rgb = read_rgb(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     return rgb, FaceRecognizer().describe(rgb).box
 
 

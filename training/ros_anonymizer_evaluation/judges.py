@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..faces import box_iou
+from ros_anonymizer.faces import box_iou
+
 from .recognizer import MIN_OVERLAP, RecognizerError, model_file
 
 # The 68-point scheme's mirror image: point i of a flipped face is point MIRROR_68[i] of the face.

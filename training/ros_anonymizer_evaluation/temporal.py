@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..faces import box_iou
+from ros_anonymizer.faces import box_iou
+
 from .recognizer import DISTANCE_THRESHOLD, FaceRecognizer
 
 MATCH_IOU = 0.3  # a face box overlapping the previous frame's by this much is the same face

@@ -1,7 +1,7 @@
 """Privacy and naturalness of an anonymizer on hold-out LFW people, judged by models nobody here trained.
 
-    python -m training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --people 150
-    python -m training.privacy_check --config edge --models M.onnx --people 60 --sweep --chart tradeoff.png
+    python -m ros_anonymizer_training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --people 150
+    python -m ros_anonymizer_training.privacy_check --config edge --models M.onnx --people 60 --sweep --chart tradeoff.png
 
 Hold-out people (identities the trainer never saw) with at least two
 images: the first is anonymized (the probe), the second stays original and
@@ -13,7 +13,7 @@ face and the runtime's filter anonymizes the frame, then:
   original's embedding; the same when dlib must find the face itself;
   rank-1: the located embedding's nearest gallery face is the same person
   (chance: 1 / gallery size);
-- naturalness, judges no training term uses (ros_anonymizer.evaluate.judges):
+- naturalness, judges no training term uses (ros_anonymizer_evaluation.judges):
   dlib's HOG and CNN face detectors find a face overlapping the original's,
   and the 68-point landmarks on the output move little from the original's
   (mean distance over the inter-ocular distance; the original's own noise,
@@ -33,7 +33,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import TrainConfig
-from .data.faces import _read_rgb, scan_identities, split_identities
+from ros_anonymizer.media import read_image
+
+from .data.faces import scan_identities, split_identities
 
 DEFAULT_BASELINES = ("blur", "mosaic")
 SWEEP = ("blur:0.05", "blur:0.1", "blur:0.2", "mosaic:16", "mosaic:10", "mosaic:6", "noise:40", "noise:80", "noise:160", "mask")
@@ -51,9 +53,9 @@ def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
 def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0) -> dict:
     """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people."""
     from ros_anonymizer.config import AnonymizerConfig
-    from ros_anonymizer.evaluate.judges import NaturalnessJudges
-    from ros_anonymizer.evaluate.naturalness import face_still_found, main_face, reference_detector
-    from ros_anonymizer.evaluate.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
+    from ros_anonymizer_evaluation.judges import NaturalnessJudges
+    from ros_anonymizer_evaluation.naturalness import face_still_found, main_face, reference_detector
+    from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
     from ros_anonymizer.faces import load_face_detector
     from ros_anonymizer.filters import apply_filter
 
@@ -61,14 +63,14 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     reference = reference_detector()
     recognizer = FaceRecognizer()
     judges = NaturalnessJudges()
-    gallery_faces = [recognizer.describe(_read_rgb(g)) for _, g in tqdm(people, desc="gallery (originals)", unit="img")]
+    gallery_faces = [recognizer.describe(read_image(g)) for _, g in tqdm(people, desc="gallery (originals)", unit="img")]
     gallery = np.array([f.embedding for f in gallery_faces if f is not None], np.float32).reshape(-1, 128)
     gallery_owner = np.array([i for i, f in enumerate(gallery_faces) if f is not None])
     keys = ("matched", "matched_dlib_detector", "rank1", "hog_found", "cnn_found", "centerface_found", "displacement", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
     noise = []
     for person, (path, _) in enumerate(tqdm(people, desc="privacy check", unit="img")):
-        rgb = _read_rgb(path)
+        rgb = read_image(path)
         original = recognizer.describe(rgb)
         ref_box = main_face(reference(rgb), rgb.shape)
         if original is None or ref_box is None:
@@ -188,7 +190,7 @@ def tradeoff_chart(results: dict, path: Path) -> Path:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.privacy_check", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ros_anonymizer_training.privacy_check", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="edge", help="training preset or YAML (decides the hold-out people)")
     parser.add_argument("--models", nargs="*", default=[], help="anonymizer ONNX files to compare with the baselines")
     parser.add_argument("--people", type=int, default=150, help="hold-out people (2+ images each) to use")
