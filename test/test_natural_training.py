@@ -43,6 +43,9 @@ def test_edge_generator_has_no_transposed_convolution_and_sees_only_the_low_pass
     with torch.no_grad():
         torch.testing.assert_close(m(faces), m(faces + 0.3 * detail), atol=1e-5, rtol=0)
         assert not torch.allclose(m(faces), m(faces * 0.5), atol=1e-3)  # ... while the coarse picture does reach it
+        m.scale_detail(0.0)  # the trade-off knob at its end: nothing painted, the low-pass copy itself
+        base = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(faces, block), scale_factor=float(block), mode="bilinear")
+        torch.testing.assert_close(m(faces), base.clamp(-1, 1))
 
 
 def test_realism_discriminator_and_generator_each_move_their_loss_the_right_way():

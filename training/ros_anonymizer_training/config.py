@@ -48,6 +48,7 @@ class TrainConfig:
     m_upsample: str = "transpose"  # resnet only: transpose (the authors') or resize (nearest resize + conv, no checkerboard)
     m_input_size: int = 8  # lowpass only: the side of the area-downsampled crop M sees (what of identity can reach it)
     m_channels: int = 32
+    export_detail_scale: float = 1.0  # lowpass only: the exported M paints this fraction of its residual (privacy/naturalness knob)
     m_blocks: int = 3
 
     # Realism discriminator R (PatchGAN, training/models/realism.py), trained only when lambda_realism > 0.

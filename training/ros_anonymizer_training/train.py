@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import shutil
 import sys
@@ -358,7 +359,12 @@ def export_stage(run: Run):
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "
                   f"lambda_landmarks={cfg.lambda_landmarks}; "
                   + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "") + f"seed {cfg.seed}")
-    result = export.export_anonymizer(run.m, run.out / f"anonymizer_{cfg.preset}.onnx", crop_size=cfg.crop_size,
+    model, name = run.m, f"anonymizer_{cfg.preset}.onnx"
+    if cfg.export_detail_scale != 1.0 and cfg.m_generator == "lowpass":
+        model, name = copy.deepcopy(run.m), f"anonymizer_{cfg.preset}_detail{cfg.export_detail_scale:g}.onnx"
+        model.scale_detail(cfg.export_detail_scale)
+        trained_on += f"; exported with detail scale {cfg.export_detail_scale:g}"
+    result = export.export_anonymizer(model, run.out / name, crop_size=cfg.crop_size,
                                       box_enlarge=cfg.box_enlarge, preset=cfg.preset, trained_on=trained_on,
                                       trained_identities=run.data.names)
     run.log.write(kind="export", stage="export", step=0, **result)
