@@ -255,7 +255,13 @@ def test_command_runs_end_to_end_on_a_small_subset(tmp_path):
     assert rows["mask"]["clips"]["speed"]["320x240"]["frames"] == 8
     assert rows["none"]["clips"]["leaks"]["frames_leaked"] == rows["none"]["clips"]["leaks"]["frames_with_faces"]
     assert "leaks_without_persistence" in rows["blur"]
-    for name in ("report.md", "privacy_utility.png", "samples.png"):
+    judged = lambda label, key: rows[label]["privacy"]["naturalness"][key]
+    assert judged("none", "dlib_cnn_found") == judged("none", "dlib_hog_found") == 1.0 and judged("none", "landmark_displacement") == 0.0
+    assert judged("mask", "dlib_cnn_found") == judged("mask", "dlib_hog_found") == 0.0
+    assert judged("none", "judged_faces") == 2 and 0.0 < judged("none", "landmark_noise_original") < 0.05
+    video = rows["none"]["clips"]["video"]
+    assert "flicker_ratio" in video and (video["face_pairs"] == 0 or video["flicker_ratio"] == pytest.approx(1.0))
+    for name in ("report.md", "privacy_utility.png", "privacy_naturalness.png", "samples.png"):
         assert (out / name).stat().st_size > 0
     assert "| mask |" in (out / "report.md").read_text()
     assert (tmp_path / "cache" / "lfw_originals_up0.npz").is_file()

@@ -23,6 +23,7 @@ from .clips import ClipStudy
 from .leaks import ReferenceFaces
 from .methods import METHODS, PipelineMethod, build_methods, sweep_methods, trained_identities
 from .privacy import LfwStudy, OriginalsCache, read_pairs, select_pairs
+from .recognizer import FaceRecognizer
 from .report import write_report
 from .workers import FaceWorkers
 from .utility import jhmdb_clips, mot_clips, ucf24_clips, video_clip
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     if clips:
         action_detector = _action_detector(args, config, notes)
-        study = ClipStudy(clips, ReferenceFaces(), action_detector, config.action_threshold, progress)
+        study = ClipStudy(clips, ReferenceFaces(), action_detector, config.action_threshold, progress, FaceRecognizer())
         report["clips"] = [{"name": c.name, "frames": len(c.frames), "size": f"{c.frames[0].shape[1]}x{c.frames[0].shape[0]}"}
                            for c in clips]
         for method in progress(methods + sweeps, desc="clips"):

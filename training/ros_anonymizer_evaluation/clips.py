@@ -1,4 +1,4 @@
-"""Each method over the video clips once: utility, leaks and speed from the same published frames.
+"""Each method over the video clips once: utility, leaks, speed, flicker and track re-identification from the same published frames.
 
 The raw frames' face boxes (reference detector) and action detections are
 computed once and shared by every method.
@@ -9,6 +9,7 @@ import time
 
 from .leaks import LeakCounter
 from .speed import SpeedMeter
+from .temporal import TemporalMeter
 from .utility import Clip, Detections, agreement, frame_map, person_ap
 
 
@@ -18,8 +19,9 @@ def detections_of(actions) -> Detections:
 
 class ClipStudy:
     def __init__(self, clips: list[Clip], reference_detector, action_detector=None, agreement_threshold: float = 0.3,
-                 progress=None):
+                 progress=None, recognizer=None):
         self.clips = clips
+        self.recognizer = recognizer  # dlib, for re-identification over face tracks; None: flicker only
         self.action_detector = action_detector
         self.agreement_threshold = agreement_threshold
         self.progress = progress or (lambda items, **kw: items)
@@ -34,10 +36,12 @@ class ClipStudy:
     def run(self, method, measure_utility: bool = True) -> dict:
         """Publish every frame through `method`; utility and speed only when `measure_utility`."""
         leaks, speed = LeakCounter(), SpeedMeter()
+        temporal = TemporalMeter(self.recognizer)
         published: list[list[Detections]] = []
         run_actions = measure_utility and self.action_detector is not None
         for clip, faces in zip(self.progress(self.clips, desc=method.label, leave=False), self.faces):
             method.reset()
+            temporal.start_clip()
             if run_actions:
                 self.action_detector.reset()
             detections = []
@@ -51,10 +55,13 @@ class ClipStudy:
                     detections.append(found)
                 speed.add(frame.shape, stages, (time.perf_counter() - start) * 1000)
                 leaks.add(frame, output.image, boxes)
+                if measure_utility:
+                    temporal.add(frame, output.image, boxes)
             published.append(detections)
         result = {"leaks": leaks.summary()}
         if measure_utility:
             result["speed"] = speed.summary()
+            result["video"] = temporal.summary()
             if run_actions:
                 result["utility"] = self._utility(published)
         return result

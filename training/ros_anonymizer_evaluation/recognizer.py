@@ -86,6 +86,13 @@ class FaceRecognizer:
         landmarks = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
         return Face(boxes[best], landmarks, self._embedding(rgb, shape))
 
+    def describe_box(self, rgb: np.ndarray, box: np.ndarray) -> Face:
+        """Whatever lies in `box` (another detector's face, e.g. a small one in a video frame), aligned and embedded by dlib."""
+        rgb = np.ascontiguousarray(rgb)
+        shape = self._landmarks(rgb, self._rect(box))
+        landmarks = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        return Face(np.asarray(box, np.float32), landmarks, self._embedding(rgb, shape))
+
     def embed_at(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         """The embedding of whatever lies where `face` was, aligned as it was: an attacker who knows the location.
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ros_anonymizer.media import read_image
 
+from .judges import NaturalnessJudges, Verdict
 from .naturalness import face_still_found, main_face, reference_detector, ssim_inside_outside
 from .recognizer import Face, FaceRecognizer
 
@@ -36,7 +37,7 @@ class ProbeTask:
     path: Path
     original: Original
     keep_image: bool  # for the sample grid
-    locate: bool  # also run the located attack (embed at the original's landmarks)
+    locate: bool  # also run the located attack (embed at the original's landmarks) and the independent naturalness judges
 
 
 @dataclass
@@ -48,6 +49,8 @@ class ProbeResult:
     located: np.ndarray | None  # embedding at the original's landmarks; None: not asked
     still_found: bool | None  # CenterFace still finds the face; None: no reference face on the original
     ssim: tuple[float, float] | None  # (inside, outside) the reference box; None: no reference face or no output
+    judged: Verdict | None = None  # dlib's HOG/CNN detectors and 68-point landmarks on the output; None: not asked
+    landmark_noise: float | None = None  # the 68-point predictor's own noise on the original (mirror image against image)
 
 
 def content_key(path: Path) -> str:
@@ -79,7 +82,7 @@ class FaceWorkers:
     def measure(self, method, tasks: list[ProbeTask]):
         """`method` over every probe; worker processes build their own copy of it from its recipe."""
         if self._pool is None:
-            return (measure_probe(method, task, _worker["recognizer"], _worker["detector"]) for task in tasks)
+            return (measure_probe(method, task, _worker["recognizer"], _worker["detector"], _worker["judges"]) for task in tasks)
         return self.map(_Measure(method.label, method.recipe()), tasks)
 
     def close(self) -> None:
@@ -100,7 +103,8 @@ _worker: dict = {}
 
 
 def _start(upsample: int, threads: int) -> None:
-    _worker.update(recognizer=FaceRecognizer(upsample), detector=reference_detector(threads=threads), threads=threads, methods={})
+    _worker.update(recognizer=FaceRecognizer(upsample), detector=reference_detector(threads=threads), judges=NaturalnessJudges(),
+                   threads=threads, methods={})
 
 
 def describe_original(path: Path) -> Original:
@@ -119,17 +123,17 @@ class _Measure:
         if self.label not in methods:
             build, args = self.recipe
             methods[self.label] = build(*args, threads=_worker["threads"])
-        return measure_probe(methods[self.label], task, _worker["recognizer"], _worker["detector"])
+        return measure_probe(methods[self.label], task, _worker["recognizer"], _worker["detector"], _worker["judges"])
 
 
-def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector) -> ProbeResult:
+def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector, judges: NaturalnessJudges) -> ProbeResult:
     """Anonymize one probe image with `method` and run every attack and naturalness check on it."""
     rgb = read_image(task.path)
     method.reset()  # each LFW image is its own scene: no face persists into the next
     image = method(rgb).image
     unchanged = image is not None and np.array_equal(image, rgb)
     original = task.original
-    found = located = still_found = ssim = None
+    found = located = still_found = ssim = judged = noise = None
     if original.face is not None:
         if unchanged:
             found = original.face.embedding
@@ -139,8 +143,11 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector)
         if task.locate:
             located = (original.face.embedding if unchanged else NO_FACE if image is None else
                        recognizer.embed_at(image, original.face))
+            landmarks = judges.landmarks(rgb, original.face.box)
+            noise = judges.landmark_noise(rgb, original.face.box)
+            judged = Verdict(False, False, float("nan")) if image is None else judges.judge(image, original.face.box, landmarks)
     if original.reference_box is not None:
         still_found = image is not None and face_still_found(detector(image), original.reference_box)
         if image is not None:
             ssim = ssim_inside_outside(rgb, image, original.reference_box)
-    return ProbeResult(task.key, image if task.keep_image else None, image is None, found, located, still_found, ssim)
+    return ProbeResult(task.key, image if task.keep_image else None, image is None, found, located, still_found, ssim, judged, noise)

@@ -13,6 +13,8 @@ import yaml
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRIVACY_LOSSES = ("true_class", "cosine", "both")
+GENERATORS = ("resnet", "lowpass")
+UPSAMPLING = ("transpose", "resize")
 
 
 class TrainConfigError(ValueError):
@@ -41,9 +43,18 @@ class TrainConfig:
     max_identities: int = 0  # 0: all; small numbers make the tiny preset fast
     max_images_per_identity: int = 0  # 0: all; caps big identities (and the detector work)
 
-    # Anonymizer M (ResNet generator).
+    # Anonymizer M (training/models/anonymizer.py).
+    m_generator: str = "resnet"  # resnet: the authors' generator; lowpass: paints a face over an m_input_size low-pass copy
+    m_upsample: str = "transpose"  # resnet only: transpose (the authors') or resize (nearest resize + conv, no checkerboard)
+    m_input_size: int = 8  # lowpass only: the side of the area-downsampled crop M sees (what of identity can reach it)
     m_channels: int = 32
+    export_detail_scale: float = 1.0  # lowpass only: the exported M paints this fraction of its residual (privacy/naturalness knob)
     m_blocks: int = 3
+
+    # Realism discriminator R (PatchGAN, training/models/realism.py), trained only when lambda_realism > 0.
+    r_channels: int = 32
+    r_layers: int = 3
+    lr_r: float = 2e-4
 
     # Face discriminator D (SphereFace-style ResNet + cosine-margin softmax).
     d_channels: list = field(default_factory=lambda: [16, 32, 64, 128])
@@ -67,6 +78,12 @@ class TrainConfig:
     lambda_det: float = 0.0  # weight of A's detection loss on frames with M(f) pasted (needs the action clips)
     lambda_face: float = 0.0  # weight of the detectability term: CenterFace must still find a face in M's output
     face_score_target: float = 0.8  # CenterFace score above which the detectability term is zero
+    lambda_realism: float = 0.0  # weight of R's LSGAN loss on M's blended output (pix2pix realism)
+    lambda_lowpass: float = 0.0  # L1 between lowpass_size x lowpass_size copies of output and input: colour, lighting, pose
+    lowpass_size: int = 8
+    lambda_ring: float = 0.0  # L1 of M's raw output where the blend mask fades: no seam
+    lambda_landmarks: float = 0.0  # CenterFace's landmarks and box size on the output match the input's (pose, expression)
+    landmark_faces: int = 0  # faces of each batch the landmark term looks at; 0: all (CenterFace is the costliest critic)
     init_anonymizer: str = ""  # an exported anonymizer ONNX whose weights start M (fine-tuning); "": random start
 
     # Action detector A (training/models/action_detector.py, training/data/actions.py).
@@ -87,6 +104,12 @@ class TrainConfig:
             raise TrainConfigError("d_channels and d_units need one entry per stage and d_input is [height, width].")
         if self.crop_size % 4:
             raise TrainConfigError(f"crop_size must be a multiple of 4 (two stride-2 stages in M), not {self.crop_size}.")
+        if self.m_generator not in GENERATORS or self.m_upsample not in UPSAMPLING:
+            raise TrainConfigError(f"m_generator is one of {', '.join(GENERATORS)} and m_upsample one of {', '.join(UPSAMPLING)}.")
+        for name in ("m_input_size", "lowpass_size"):
+            size = getattr(self, name)
+            if size < 4 or self.crop_size % size:
+                raise TrainConfigError(f"{name} must be at least 4 and divide crop_size ({self.crop_size}), not {size}.")
         if not 0.0 < self.face_score_target < 1.0:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if not 0.0 <= self.holdout_identities < 1.0:

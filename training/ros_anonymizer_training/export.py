@@ -15,7 +15,7 @@ import torch
 
 OPSET = 17
 TOLERANCE = 1e-4  # max |onnxruntime - torch| on the [-1, 1] output, float32 on CPU
-ALLOWED_OPS = {"Conv", "ConvTranspose", "InstanceNormalization", "Relu", "Tanh", "Pad", "Add"}
+ALLOWED_OPS = {"Conv", "ConvTranspose", "InstanceNormalization", "Relu", "Tanh", "Pad", "Add", "AveragePool", "Resize", "Clip"}
 
 
 class ExportError(RuntimeError):

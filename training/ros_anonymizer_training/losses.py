@@ -53,18 +53,68 @@ def l1_loss(modified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     return (modified.float() - original.float()).abs().mean()
 
 
-def face_scores(detector, faces: torch.Tensor) -> torch.Tensor:
-    """CenterFace's strongest face-centre score in the middle of each crop (faces in [-1, 1], as M sees them).
+def centerface_maps(detector, faces: torch.Tensor) -> list[torch.Tensor]:
+    """CenterFace's outputs (heatmap, scale, offset, landmarks) on crops in [-1, 1], cut to the central half.
 
     The crop is enlarged 1.5x (to a multiple of 32) so the face is the size
-    CenterFace finds best; only the central half of the heatmap counts, so M
+    CenterFace finds best; only the central half of each map counts, so M
     cannot satisfy the detector with a face-like blob in a corner.
     """
     size = -(-int(faces.shape[-1] * 1.5) // 32) * 32
     rgb = F.interpolate((faces.float() + 1) * 127.5, size=(size, size), mode="bilinear", align_corners=False)
-    heatmap = detector(rgb)[0]
-    h, w = heatmap.shape[-2:]
-    return heatmap[:, 0, h // 4:h - h // 4, w // 4:w - w // 4].amax((1, 2))
+    maps = detector(rgb)
+    h, w = maps[0].shape[-2:]
+    return [m[:, :, h // 4:h - h // 4, w // 4:w - w // 4] for m in maps]
+
+
+def face_scores(detector, faces: torch.Tensor) -> torch.Tensor:
+    """CenterFace's strongest face-centre score in the middle of each crop (faces in [-1, 1], as M sees them)."""
+    return centerface_maps(detector, faces)[0][:, 0].amax((1, 2))
+
+
+def landmark_loss(detector, modified: torch.Tensor, original: torch.Tensor, faces: int = 0) -> torch.Tensor:
+    """Pose and expression kept: CenterFace's 5 landmarks and box size on M's output match the original's.
+
+    Read at the original's face centre (its heatmap peak), where CenterFace
+    regresses the landmarks relative to the box and the box size in log
+    units; both are compared with L1. CenterFace is the training detector, so
+    its figures are not independent; the evaluation judges landmarks with
+    dlib's 68-point predictor, which training never sees. Both crops are
+    seen at half resolution (2x2 average). `faces` > 0 uses
+    only the batch's first `faces` faces (CenterFace is M's costliest critic).
+    """
+    if faces:
+        modified, original = modified[:faces], original[:faces]
+    # Half resolution: M cannot satisfy CenterFace with pixel-level texture (an adversarial stipple), only with the face's shape.
+    modified, original = F.avg_pool2d(modified.float(), 2), F.avg_pool2d(original.float(), 2)
+    with torch.no_grad():
+        heat, scale, _, marks = centerface_maps(detector, original)
+        flat = heat[:, 0].flatten(1).argmax(1)
+    heat_m, scale_m, _, marks_m = centerface_maps(detector, modified)
+    pick = lambda m: m.flatten(2).gather(2, flat[:, None, None].expand(-1, m.shape[1], 1))[..., 0]
+    return (pick(marks_m) - pick(marks)).abs().mean() + (pick(scale_m) - pick(scale)).abs().mean()
+
+
+def lowpass_l1(modified: torch.Tensor, original: torch.Tensor, size: int) -> torch.Tensor:
+    """L1 between `size` x `size` area-downsampled copies: keeps colour, lighting and pose, frees the detail that carries identity."""
+    pool = modified.shape[-1] // size
+    return (F.avg_pool2d(modified.float(), pool) - F.avg_pool2d(original.float(), pool)).abs().mean()
+
+
+def ring_l1(raw: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L1 where the blend mask fades (weight 4m(1-m), 1 at its middle): M's raw output must meet the frame without a seam."""
+    ring = 4 * mask * (1 - mask)
+    return ((raw.float() - original.float()).abs() * ring).sum() / (ring.sum() * raw.shape[0] * raw.shape[1]).clamp_min(1)
+
+
+def realism_d_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """LSGAN (Mao et al. 2017) for the realism discriminator: real faces to 1, M's outputs to 0."""
+    return 0.5 * ((real_scores.float() - 1) ** 2).mean() + 0.5 * (fake_scores.float() ** 2).mean()
+
+
+def realism_g_loss(fake_scores: torch.Tensor) -> torch.Tensor:
+    """LSGAN for M: its blended outputs scored as real."""
+    return ((fake_scores.float() - 1) ** 2).mean()
 
 
 def detectability_loss(detector, faces: torch.Tensor, target: float) -> torch.Tensor:

@@ -1,20 +1,31 @@
 """Privacy and naturalness of an anonymizer on hold-out LFW people, judged by models nobody here trained.
 
-    python -m ros_anonymizer_training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --images 200
+    python -m ros_anonymizer_training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --people 150
+    python -m ros_anonymizer_training.privacy_check --config edge --models M.onnx --people 60 --sweep --chart tradeoff.png
 
-For each hold-out image (identities the trainer never saw): the runtime's
-CenterFace finds the face, the runtime's filter anonymizes the frame, then
-- dlib's ResNet (the attacker) embeds the anonymized face at the original
-  face's location and alignment; a distance below 0.6 to the original's
-  embedding is a match (re-identified);
-- a reference CenterFace (score 0.5) must still find a face there (the
-  output still looks like a face).
-Blur and mosaic run at the runtime's default settings for comparison.
+Hold-out people (identities the trainer never saw) with at least two
+images: the first is anonymized (the probe), the second stays original and
+joins the rank-1 gallery. For each probe the runtime's CenterFace finds the
+face and the runtime's filter anonymizes the frame, then:
+- privacy, dlib's ResNet (the attacker): re-identified when the anonymized
+  face, embedded at the original face's box and landmarks (the attacker
+  knows where it was: the located attack), lies within 0.6 of the
+  original's embedding; the same when dlib must find the face itself;
+  rank-1: the located embedding's nearest gallery face is the same person
+  (chance: 1 / gallery size);
+- naturalness, judges no training term uses (ros_anonymizer_evaluation.judges):
+  dlib's HOG and CNN face detectors find a face overlapping the original's,
+  and the 68-point landmarks on the output move little from the original's
+  (mean distance over the inter-ocular distance; the original's own noise,
+  mirror image against image, is printed beside it);
+- CenterFace, the TRAINING detector (the edge trainer's landmark term uses
+  it): still finds a face; not an independent figure.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -26,17 +37,23 @@ from ros_anonymizer.media import read_image
 
 from .data.faces import scan_identities, split_identities
 
+DEFAULT_BASELINES = ("blur", "mosaic")
+SWEEP = ("blur:0.05", "blur:0.1", "blur:0.2", "mosaic:16", "mosaic:10", "mosaic:6", "noise:40", "noise:80", "noise:160", "mask")
 
-def holdout_images(cfg: TrainConfig, count: int) -> list[Path]:
-    """Up to `count` hold-out images, one per person first, in a seeded order."""
+
+def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
+    """(probe, gallery image) of up to `count` hold-out people with 2+ images, in a seeded order."""
     _, holdout = split_identities(scan_identities(cfg.faces_root), cfg)
-    rounds = max(len(p) for p in holdout.values())
-    ordered = [paths[i] for i in range(rounds) for paths in holdout.values() if i < len(paths)]
-    return [Path(cfg.faces_root) / p for p in ordered[:count]]
+    people = sorted(n for n, paths in holdout.items() if len(paths) >= 2)
+    random.Random(cfg.seed).shuffle(people)
+    root = Path(cfg.faces_root)
+    return [(root / holdout[n][0], root / holdout[n][1]) for n in people[:count]]
 
 
-def measure(methods: dict, images: list[Path]) -> dict:
+def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0) -> dict:
+    """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people."""
     from ros_anonymizer.config import AnonymizerConfig
+    from ros_anonymizer_evaluation.judges import NaturalnessJudges
     from ros_anonymizer_evaluation.naturalness import face_still_found, main_face, reference_detector
     from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
     from ros_anonymizer.faces import load_face_detector
@@ -45,59 +62,173 @@ def measure(methods: dict, images: list[Path]) -> dict:
     runtime_detector = load_face_detector(AnonymizerConfig(use_gpu=False))
     reference = reference_detector()
     recognizer = FaceRecognizer()
-    counts = {name: {"faces": 0, "matched": 0, "matched_dlib_detector": 0, "face_found": 0, "distance": []} for name in methods}
-    for path in tqdm(images, desc="privacy check", unit="img"):
+    judges = NaturalnessJudges()
+    gallery_faces = [recognizer.describe(read_image(g)) for _, g in tqdm(people, desc="gallery (originals)", unit="img")]
+    gallery = np.array([f.embedding for f in gallery_faces if f is not None], np.float32).reshape(-1, 128)
+    gallery_owner = np.array([i for i, f in enumerate(gallery_faces) if f is not None])
+    keys = ("matched", "matched_dlib_detector", "rank1", "hog_found", "cnn_found", "centerface_found", "displacement", "distance")
+    counts = {name: {k: [] for k in keys} for name in methods}
+    noise = []
+    for person, (path, _) in enumerate(tqdm(people, desc="privacy check", unit="img")):
         rgb = read_image(path)
         original = recognizer.describe(rgb)
         ref_box = main_face(reference(rgb), rgb.shape)
         if original is None or ref_box is None:
             continue
+        landmarks = judges.landmarks(rgb, original.box)
+        noise.append(judges.landmark_noise(rgb, original.box))
         boxes = runtime_detector(rgb).boxes
         for name, (config, learned) in methods.items():
-            out, _ = apply_filter(rgb, boxes, config, learned)
+            out = rgb if config is None else apply_filter(rgb, boxes, config, learned)[0]
+            if samples is not None and person < sample_people:
+                samples.setdefault(name, []).append(_around(out, original.box))
             c = counts[name]
-            c["faces"] += 1
-            distance = float(np.linalg.norm(recognizer.embed_at(out, original) - original.embedding))
+            embedding = recognizer.embed_at(out, original)
+            distance = float(np.linalg.norm(embedding - original.embedding))
             c["distance"].append(distance)
-            c["matched"] += distance < DISTANCE_THRESHOLD
+            c["matched"].append(distance < DISTANCE_THRESHOLD)
             found = recognizer.describe(out, near=original.box)
-            c["matched_dlib_detector"] += found is not None and np.linalg.norm(found.embedding - original.embedding) < DISTANCE_THRESHOLD
-            c["face_found"] += face_still_found(reference(out), ref_box)
-    return {name: {"faces": c["faces"], "matched": c["matched"] / max(c["faces"], 1),
-                   "matched_dlib_detector": c["matched_dlib_detector"] / max(c["faces"], 1),
-                   "face_found": c["face_found"] / max(c["faces"], 1),
-                   "median_distance": float(np.median(c["distance"])) if c["distance"] else float("nan")}
-            for name, c in counts.items()}
+            c["matched_dlib_detector"].append(found is not None and np.linalg.norm(found.embedding - original.embedding) < DISTANCE_THRESHOLD)
+            if len(gallery):
+                c["rank1"].append(gallery_owner[int(np.argmin(np.linalg.norm(gallery - embedding, axis=1)))] == person)
+            verdict = judges.judge(out, original.box, landmarks)
+            c["hog_found"].append(verdict.hog_found)
+            c["cnn_found"].append(verdict.cnn_found)
+            c["displacement"].append(verdict.displacement)
+            c["centerface_found"].append(face_still_found(reference(out), ref_box))
+    results = {}
+    for name, c in counts.items():
+        n = len(c["matched"])
+        mean = lambda k: float(np.mean(c[k])) if c[k] else float("nan")
+        results[name] = {"faces": n, "matched": mean("matched"), "matched_dlib_detector": mean("matched_dlib_detector"),
+                         "rank1": mean("rank1"), "rank1_chance": 1 / max(len(gallery), 1),
+                         "hog_found": mean("hog_found"), "cnn_found": mean("cnn_found"),
+                         "landmark_displacement": float(np.median(c["displacement"])) if n else float("nan"),
+                         "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
+                         "centerface_found_training_detector": mean("centerface_found"),
+                         "median_distance": float(np.median(c["distance"])) if n else float("nan")}
+    return results
 
 
-def build_methods(models: list[str], baselines: bool = True) -> dict:
+def _around(rgb: np.ndarray, box: np.ndarray, size: int = 112) -> np.ndarray:
+    """The face and some of its surroundings (twice the box), resized for a sample grid."""
+    from ros_anonymizer.filters import crop_squares, square_regions
+
+    return crop_squares(rgb, square_regions(box[None], 2.0), size)[0]
+
+
+def sample_grid(samples: dict, path: Path) -> Path:
+    """One row per person, one column per method (original | learned | blur ...), labelled, as JPEG or PNG."""
+    import cv2
+
+    names = list(samples)
+    rows = [np.concatenate([samples[n][i] for n in names], 1) for i in range(min(len(v) for v in samples.values()))]
+    grid = np.concatenate(rows, 0)
+    header = np.full((22, grid.shape[1], 3), 255, np.uint8)
+    width = grid.shape[1] // len(names)
+    for i, name in enumerate(names):
+        label = name.split("/")[-1].replace(".onnx", "")
+        cv2.putText(header, label[:18], (i * width + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([header, grid], 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
+def baseline_config(spec: str):
+    """'blur', 'blur:0.1', 'mosaic:10', 'noise:40', 'mask' -> the runtime config of that filter setting."""
+    from ros_anonymizer.config import AnonymizerConfig
+
+    kind, _, value = spec.partition(":")
+    setting = {"blur": "blur_strength", "mosaic": "mosaic_cells", "noise": "noise_sigma", "mask": None}
+    if kind not in setting:
+        raise SystemExit(f"privacy_check: unknown baseline {spec!r}; use blur, mosaic, noise or mask, optionally with :value.")
+    changes = {"filter": kind}
+    if value and setting[kind]:
+        changes[setting[kind]] = int(value) if kind == "mosaic" else float(value)
+    return AnonymizerConfig(use_gpu=False).replace(**changes)
+
+
+def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool = True) -> dict:
     from ros_anonymizer.backends import load_backend
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer.filters import LearnedAnonymizer
 
-    base = AnonymizerConfig(use_gpu=False)
-    methods = {"blur": (base.replace(filter="blur"), None), "mosaic": (base.replace(filter="mosaic"), None)} if baselines else {}
+    methods = {"original": (None, None)} if original else {}
+    methods.update({spec: (baseline_config(spec), None) for spec in baselines})
     for model in models:
         learned = LearnedAnonymizer(load_backend(model, "onnxruntime", use_gpu=False))
-        methods[f"learned:{Path(model).parent.name}/{Path(model).name}"] = (base.replace(filter="learned"), learned)
+        methods[f"learned:{Path(model).parent.name}/{Path(model).name}"] = (AnonymizerConfig(use_gpu=False).replace(filter="learned"), learned)
     return methods
+
+
+def tradeoff_chart(results: dict, path: Path) -> Path:
+    """Located re-identification against each independent detector's face-found share, one point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, key, title in zip(axes, ("cnn_found", "hog_found"), ("dlib CNN (MMOD) finds a face", "dlib HOG finds a face")):
+        for name, r in results.items():
+            learned = name.startswith("learned")
+            ax.scatter(r[key], r["matched"], s=60 if learned else 30, marker="*" if learned else "o",
+                       color="tab:red" if learned else "black" if name == "original" else "tab:blue")
+            ax.annotate(name.split("/")[-1].replace(".onnx", ""), (r[key], r["matched"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(f"{title} (share of outputs)")
+        ax.set_xlim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.axvspan(0.8 if key == "hog_found" else 0.9, 1.05, ymax=(0.03 + 0.05) / 1.1, color="tab:green", alpha=0.15)
+    axes[0].set_ylabel("re-identified by dlib (located attack)")
+    axes[0].set_ylim(-0.05, 1.05)
+    fig.suptitle("Privacy against naturalness, hold-out LFW people; green: the targets (re-id <= 3%, CNN >= 90% / HOG >= 80%)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ros_anonymizer_training.privacy_check", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="edge", help="training preset or YAML (decides the hold-out people)")
-    parser.add_argument("--models", nargs="*", default=[], help="anonymizer ONNX files to compare with blur and mosaic")
-    parser.add_argument("--images", type=int, default=200, help="hold-out images to use")
+    parser.add_argument("--models", nargs="*", default=[], help="anonymizer ONNX files to compare with the baselines")
+    parser.add_argument("--people", type=int, default=150, help="hold-out people (2+ images each) to use")
+    parser.add_argument("--baselines", nargs="*", default=list(DEFAULT_BASELINES), help="filter settings: blur, blur:0.1, mosaic:10, noise:40, mask")
+    parser.add_argument("--sweep", action="store_true", help=f"add the trade-off sweep: {', '.join(SWEEP)}")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--no-baselines", action="store_true", help="leave out blur and mosaic")
+    parser.add_argument("--with-results", type=Path, nargs="*", default=[],
+                        help="figures of other methods from earlier --json runs on the same people, shown and charted alongside")
+    parser.add_argument("--chart", type=Path, help="also draw re-identification against independent face-ness here (PNG)")
+    parser.add_argument("--grid", type=Path, help="also write a sample grid here: one row per person, one column per method")
+    parser.add_argument("--grid-people", type=int, default=8, help="rows of the sample grid")
     args = parser.parse_args(argv)
     cfg = TrainConfig.load(args.config)
-    results = measure(build_methods(args.models, not args.no_baselines), holdout_images(cfg, args.images))
+    baselines = list(dict.fromkeys(args.baselines + (list(SWEEP) if args.sweep else [])))
+    people = holdout_people(cfg, args.people)
+    earlier = {}
+    for path in args.with_results:
+        for name, r in json.loads(path.read_text()).items():
+            if r.get("people") != [str(p) for p, _ in people]:
+                raise SystemExit(f"privacy_check: {path} was measured on other people; use the same --config and --people.")
+            earlier[name] = r
+    samples = {} if args.grid else None
+    measured = measure(build_methods(args.models, [b for b in baselines if b not in earlier], args.grid is not None or "original" not in earlier),
+                       people, samples, args.grid_people)
+    for r in measured.values():
+        r["people"] = [str(p) for p, _ in people]
+    results = {**earlier, **measured}
+    print(f"{'method':42s} faces  re-id(located) re-id(dlib finds) rank-1 (chance)  HOG found  CNN found  landmarks (noise)  CenterFace [training detector]")
     for name, r in results.items():
-        print(f"{name:50s} faces {r['faces']:4d}  re-identified {r['matched']:6.1%} (dlib detector: {r['matched_dlib_detector']:6.1%})"
-              f"  CenterFace still finds a face {r['face_found']:6.1%}  median distance {r['median_distance']:.2f}")
+        print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} {r['matched_dlib_detector']:16.1%} {r['rank1']:6.1%} ({r['rank1_chance']:.1%})"
+              f"  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})"
+              f"  {r['centerface_found_training_detector']:9.1%}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    if args.chart:
+        tradeoff_chart(results, args.chart)
+    if args.grid:
+        sample_grid(samples, args.grid)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import shutil
 import sys
@@ -30,6 +31,7 @@ from .data.faces import FaceSplits, load_face_splits, to_tensor, to_uint8
 from .models.anonymizer import build_anonymizer
 from .models.discriminator import build_discriminator, to_discriminator_input
 from .models.face_detector import CenterFaceTorch
+from .models.realism import build_realism
 from .report import MetricsLog, face_grid, plot_curves
 
 STAGES = ("pretrain-d", "pretrain-a", "joint", "export")
@@ -78,6 +80,8 @@ class Run:
         self.d = build_discriminator(cfg, len(self.data.names)).to(self.device)
         self.opt_m = torch.optim.Adam(self.m.parameters(), lr=cfg.lr_m, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.9, 0.999), weight_decay=5e-4)
+        self.r = build_realism(cfg).to(self.device)  # realism discriminator; steps only when lambda_realism > 0
+        self.opt_r = torch.optim.Adam(self.r.parameters(), lr=cfg.lr_r, betas=(0.5, 0.999))
         self.face_detector = CenterFaceTorch().to(self.device)  # the detectability loss, and the face-found figure of every evaluation
         self.progress = {stage: 0 for stage in STAGES}
         self.action = None  # (model, optimiser, dataset) once the action detector is available
@@ -88,9 +92,10 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.m_train = DistributedDataParallel(self.m, device_ids=ids)
             self.d_train = DistributedDataParallel(self.d, device_ids=ids)
+            self.r_train = DistributedDataParallel(self.r, device_ids=ids) if self.cfg.lambda_realism > 0 else self.r
             self.a_train = DistributedDataParallel(self.action[0], device_ids=ids) if self.action else None
         else:
-            self.m_train, self.d_train = self.m, self.d
+            self.m_train, self.d_train, self.r_train = self.m, self.d, self.r
             self.a_train = self.action[0] if self.action else None
 
     def autocast(self):
@@ -120,8 +125,9 @@ class Run:
         if not self.main:
             return
         state = {"config": self.cfg.to_dict(), "progress": dict(self.progress), "names": list(self.data.names),
-                 "m": self.m.state_dict(), "d": self.d.state_dict(),
-                 "opt_m": self.opt_m.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": checkpoint.rng_state()}
+                 "m": self.m.state_dict(), "d": self.d.state_dict(), "r": self.r.state_dict(),
+                 "opt_m": self.opt_m.state_dict(), "opt_d": self.opt_d.state_dict(), "opt_r": self.opt_r.state_dict(),
+                 "rng": checkpoint.rng_state()}
         if self.action is not None:
             state["a"], state["opt_a"] = self.action[0].state_dict(), self.action[1].state_dict()
         checkpoint.save(self.out, state)
@@ -136,6 +142,9 @@ class Run:
         self.d.load_state_dict(state["d"])
         self.opt_m.load_state_dict(state["opt_m"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if "r" in state:  # checkpoints from before the realism discriminator have none
+            self.r.load_state_dict(state["r"])
+            self.opt_r.load_state_dict(state["opt_r"])
         self.progress.update(state["progress"])
         checkpoint.set_rng_state(state["rng"])
         self._saved_action = (state.get("a"), state.get("opt_a"))
@@ -188,8 +197,11 @@ def pretrain_d(run: Run, steps: int):
             loss_d = losses.identity_loss(run.d, run.d_embed(x).float(), y)
             record = {"loss_d_original": loss_d.item()}
             if train_m:
-                loss_rec = losses.l1_loss(run.pasted(run.m_train(x).float(), x), x)
-                loss_d = loss_d + loss_rec
+                raw = run.m_train(x).float()
+                modified = run.pasted(raw, x)
+                realism_step(run, x, modified, record)
+                loss_rec = losses.l1_loss(modified, x)
+                loss_d = loss_d + loss_rec + m_content_loss(run, raw, modified, x, record, l1=False)
                 record["loss_l1"] = loss_rec.item()
         run.opt_d.zero_grad(set_to_none=True)
         run.opt_m.zero_grad(set_to_none=True)
@@ -231,7 +243,10 @@ def joint(run: Run, steps: int):
                 out, frames, targets = m_on_faces_and_frames(run, x, step)
             else:
                 out = run.m_train(x)
-            modified = run.pasted(out.float(), x)
+            raw = out.float()
+            modified = run.pasted(raw, x)
+        record = {}
+        realism_step(run, x, modified, record)
 
         # D: identity loss on original and on modified faces (the attacker adapts to M).
         with run.autocast():
@@ -250,14 +265,8 @@ def joint(run: Run, steps: int):
                 emb_orig = run.d_embed(x, run.d).float()
             emb_mod = run.d_embed(modified, run.d).float()
         loss_priv = losses.privacy_loss(cfg.privacy_loss, run.d, emb_mod, emb_orig, y)
-        loss_l1 = losses.l1_loss(modified, x)
-        loss_m = cfg.lambda_privacy * loss_priv + cfg.lambda_l1 * loss_l1
-        record = {"loss_d_original": loss_d_orig.item(), "loss_d_modified": loss_d_mod.item(),
-                  "loss_privacy": loss_priv.item(), "loss_l1": loss_l1.item()}
-        if cfg.lambda_face > 0:
-            loss_face = losses.detectability_loss(run.face_detector, modified, cfg.face_score_target)
-            loss_m = loss_m + cfg.lambda_face * loss_face
-            record["loss_face"] = loss_face.item()
+        record.update(loss_d_original=loss_d_orig.item(), loss_d_modified=loss_d_mod.item(), loss_privacy=loss_priv.item())
+        loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record)
         run.opt_m.zero_grad(set_to_none=True)
         if with_det:
             _, opt_a, data = run.action
@@ -277,6 +286,46 @@ def joint(run: Run, steps: int):
             p.requires_grad_(True)
         record["loss_m"] = loss_m.item()
         _after_step(run, "joint", step, steps, record)
+
+
+def realism_step(run: Run, x: torch.Tensor, modified: torch.Tensor, record: dict):
+    """One LSGAN step of the realism discriminator R: the batch's real faces against M's blended outputs."""
+    if run.cfg.lambda_realism <= 0:
+        return
+    with run.autocast():
+        real, fake = run.r_train(torch.cat([x, modified.detach()])).float().split(len(x))
+    loss = losses.realism_d_loss(real, fake)
+    run.opt_r.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt_r.step()
+    record["loss_r"] = loss.item()
+
+
+def m_content_loss(run: Run, raw: torch.Tensor, modified: torch.Tensor, x: torch.Tensor, record: dict, l1: bool = True) -> torch.Tensor:
+    """M's terms besides the privacy game, each weighted by its lambda and skipped at 0; values go into `record`.
+
+    L1 to the input, L1 of low-pass copies (colour, lighting, pose), L1 on
+    the blend ring (no seam), CenterFace's landmarks (pose, expression) and
+    detectability, and R's realism score. R is frozen here: only M learns.
+    """
+    cfg = run.cfg
+    terms = {
+        "l1": (cfg.lambda_l1 if l1 else 0.0, lambda: losses.l1_loss(modified, x)),
+        "lowpass": (cfg.lambda_lowpass, lambda: losses.lowpass_l1(modified, x, cfg.lowpass_size)),
+        "ring": (cfg.lambda_ring, lambda: losses.ring_l1(raw, x, run.mask)),
+        "landmarks": (cfg.lambda_landmarks, lambda: losses.landmark_loss(run.face_detector, modified, x, cfg.landmark_faces)),
+        "face": (cfg.lambda_face, lambda: losses.detectability_loss(run.face_detector, modified, cfg.face_score_target)),
+        "realism": (cfg.lambda_realism, lambda: losses.realism_g_loss(run.r_train(modified))),
+    }
+    total = modified.new_zeros((), dtype=torch.float32)
+    run.r.requires_grad_(False)
+    for name, (weight, term) in terms.items():
+        if weight > 0:
+            value = term().float()
+            total = total + weight * value
+            record[f"loss_{name}"] = value.item()
+    run.r.requires_grad_(True)
+    return total
 
 
 def m_on_faces_and_frames(run: Run, x: torch.Tensor, step: int):
@@ -305,9 +354,17 @@ def export_stage(run: Run):
     cfg = run.cfg
     trained_on = (f"{cfg.dataset_name}: {len(run.data.names)} identities, {len(run.data.train)} face crops; "
                   f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
-                  f"privacy loss {cfg.privacy_loss}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}; "
+                  f"{cfg.m_generator} generator" + (f" on {cfg.m_input_size}x{cfg.m_input_size} low-pass input" if cfg.m_generator == "lowpass" else "")
+                  + f"; privacy loss {cfg.privacy_loss}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
+                  f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "
+                  f"lambda_landmarks={cfg.lambda_landmarks}; "
                   + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "") + f"seed {cfg.seed}")
-    result = export.export_anonymizer(run.m, run.out / f"anonymizer_{cfg.preset}.onnx", crop_size=cfg.crop_size,
+    model, name = run.m, f"anonymizer_{cfg.preset}.onnx"
+    if cfg.export_detail_scale != 1.0 and cfg.m_generator == "lowpass":
+        model, name = copy.deepcopy(run.m), f"anonymizer_{cfg.preset}_detail{cfg.export_detail_scale:g}.onnx"
+        model.scale_detail(cfg.export_detail_scale)
+        trained_on += f"; exported with detail scale {cfg.export_detail_scale:g}"
+    result = export.export_anonymizer(model, run.out / name, crop_size=cfg.crop_size,
                                       box_enlarge=cfg.box_enlarge, preset=cfg.preset, trained_on=trained_on,
                                       trained_identities=run.data.names)
     run.log.write(kind="export", stage="export", step=0, **result)

@@ -1,13 +1,27 @@
-"""Anonymizer M: the ResNet generator of Ren, Lee & Ryoo (ECCV 2018), one code path for every preset.
+"""Anonymizer M: two generators behind one contract (faces [N,3,S,S] in [-1, 1] in, same out).
 
-`paper`: 256x256 crops, 64 channels, 9 residual blocks (the authors' network).
-`edge`: 64x64 crops, 32 channels, 3 blocks (real time on a Jetson, trainable on a CPU).
-Only Conv, ConvTranspose, InstanceNorm, ReLU, Tanh and reflection Pad are
-used, so the ONNX graph parses in TensorRT.
+`Anonymizer` is the ResNet generator of Ren, Lee & Ryoo (ECCV 2018), as in
+its pix2pix/CycleGAN lineage: `paper` uses the authors' network (256x256
+crops, 64 channels, 9 residual blocks, transposed-convolution upsampling).
+`upsample: resize` swaps the transposed convolutions for nearest-neighbour
+resize then convolution, which cannot paint the checkerboard that a
+stride-2 transposed convolution leaves (Odena et al., Distill 2016).
+
+`LowPassAnonymizer` (the `edge` preset) sees only an area-downsampled copy
+of the crop (`m_input_size`, 8x8 for edge): the identity-bearing detail is
+gone before the network starts, the face's position, pose, colour and
+lighting remain, and the network (trained against the realism and identity
+discriminators) paints new, plausible detail on top of the upsampled
+low-pass image. So the output is a face by construction of the game, not a
+copy of the person, and it costs a fraction of the ResNet's compute.
+
+Only Conv, ConvTranspose, InstanceNorm, ReLU, Tanh, reflection Pad, Add,
+AveragePool, Resize and Clip are used, so the ONNX graph parses in TensorRT.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,6 +31,13 @@ def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Mo
     layers += [nn.Conv2d(cin, cout, kernel, stride, padding=0 if stride == 1 else pad),
                nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True)]
     return layers
+
+
+def _up_block(cin: int, cout: int, upsample: str) -> list[nn.Module]:
+    """Double the resolution: transposed conv (the authors') or nearest resize + 3x3 conv (no checkerboard)."""
+    if upsample == "transpose":
+        return [nn.ConvTranspose2d(cin, cout, 3, 2, padding=1, output_padding=1), nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True)]
+    return [nn.Upsample(scale_factor=2, mode="nearest")] + _conv_block(cin, cout, 3)
 
 
 class ResidualBlock(nn.Module):
@@ -32,16 +53,15 @@ class ResidualBlock(nn.Module):
 
 
 class Anonymizer(nn.Module):
-    """faces [N,3,S,S] in [-1, 1] -> anonymized faces, same shape and range."""
+    """The authors' ResNet generator: faces [N,3,S,S] in [-1, 1] -> anonymized faces, same shape and range."""
 
-    def __init__(self, channels: int = 64, blocks: int = 9):
+    def __init__(self, channels: int = 64, blocks: int = 9, upsample: str = "transpose"):
         super().__init__()
         c = channels
         layers = _conv_block(3, c, 7) + _conv_block(c, 2 * c, 3, 2) + _conv_block(2 * c, 4 * c, 3, 2)
         layers += [ResidualBlock(4 * c) for _ in range(blocks)]
         for cin, cout in ((4 * c, 2 * c), (2 * c, c)):
-            layers += [nn.ConvTranspose2d(cin, cout, 3, 2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(cout, affine=True), nn.ReLU(inplace=True)]
+            layers += _up_block(cin, cout, upsample)
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
@@ -49,5 +69,47 @@ class Anonymizer(nn.Module):
         return self.net(faces)
 
 
-def build_anonymizer(cfg) -> Anonymizer:
-    return Anonymizer(cfg.m_channels, cfg.m_blocks)
+class LowPassAnonymizer(nn.Module):
+    """Paints a face over the crop's low-pass copy; nothing finer than `input_size` reaches the network.
+
+    crop S -> average pool to input_size -> conv + one stride-2 stage -> residual
+    blocks at input_size/2 -> resize-conv stages back to S (channels halving,
+    at least `channels // 2`) -> 3x3 conv to a residual added to the bilinear
+    upsampling of the low-pass input, clipped to [-1, 1].
+    """
+
+    def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2):
+        super().__init__()
+        self.pool = crop_size // input_size
+        c = channels * 4  # widest at the bottleneck, where it costs least
+        layers = _conv_block(3, c // 2, 3) + _conv_block(c // 2, c, 3, 2) + [ResidualBlock(c) for _ in range(blocks)]
+        size, width = input_size // 2, c
+        while size < crop_size:
+            out = max(width // 2, channels // 2)
+            layers += _up_block(width, out, "resize")
+            size, width = size * 2, out
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3)]
+        self.net = nn.Sequential(*layers)
+
+    @torch.no_grad()
+    def scale_detail(self, factor: float) -> None:
+        """Multiply the painted residual by `factor` (folded into the last conv, so the graph keeps its ops).
+
+        Below 1 the output leans towards the low-pass copy: less painted
+        detail, so less that a recognizer can latch on to, and less that a
+        detector can find; the trade-off knob measured in the model report.
+        """
+        last = self.net[-1]
+        last.weight.mul_(factor)
+        last.bias.mul_(factor)
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        low = F.avg_pool2d(faces, self.pool)
+        base = F.interpolate(low, scale_factor=float(self.pool), mode="bilinear", align_corners=False)
+        return (base + self.net(low)).clamp(-1, 1)
+
+
+def build_anonymizer(cfg) -> nn.Module:
+    if cfg.m_generator == "lowpass":
+        return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks)
+    return Anonymizer(cfg.m_channels, cfg.m_blocks, cfg.m_upsample)

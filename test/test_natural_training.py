@@ -1,0 +1,136 @@
+"""The natural-face trainer (issue 10): low-pass generator, realism discriminator, landmark/low-pass/ring losses, export."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import require_data
+from ros_anonymizer.media import read_image
+from ros_anonymizer_training import losses
+from ros_anonymizer_training.config import TrainConfig, TrainConfigError
+from ros_anonymizer_training.models.anonymizer import LowPassAnonymizer, build_anonymizer
+from ros_anonymizer_training.models.realism import PatchDiscriminator
+from ros_anonymizer_training.train import train
+
+NATURAL = dict(m_generator="lowpass", m_input_size=8, m_channels=8, m_blocks=1, lambda_realism=1.0, lambda_lowpass=5.0,
+               lowpass_size=8, lambda_ring=2.0, lambda_landmarks=1.0, landmark_faces=8, lambda_det=0.0, pretrain_a_steps=0)
+
+
+def real_faces(n: int = 8, size: int = 32) -> torch.Tensor:
+    """n LFW face crops in [-1, 1] (the runtime's crop geometry is not needed here: LFW centres the face)."""
+    root = require_data("lfw", "images")
+    paths = sorted(root.glob("A*/*_0001.jpg"))[:n]
+    crops = [read_image(p)[60:190, 60:190] for p in paths]
+    x = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+
+
+def test_edge_generator_has_no_transposed_convolution_and_sees_only_the_low_pass_copy():
+    cfg = TrainConfig.load("edge")
+    m = build_anonymizer(cfg).eval()
+    assert isinstance(m, LowPassAnonymizer)
+    assert not [layer for layer in m.modules() if isinstance(layer, torch.nn.ConvTranspose2d)]
+    paper = build_anonymizer(TrainConfig.load("paper"))  # the authors' generator keeps its transposed convolutions
+    assert [layer for layer in paper.modules() if isinstance(layer, torch.nn.ConvTranspose2d)]
+    faces = real_faces(4, 64)
+    block = cfg.crop_size // cfg.m_input_size  # detail with zero mean in every block is invisible to M: it cannot pass identity on
+    detail = torch.randn(4, 3, 64, 64)
+    detail -= torch.nn.functional.avg_pool2d(detail, block).repeat_interleave(block, 2).repeat_interleave(block, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(m(faces), m(faces + 0.3 * detail), atol=1e-5, rtol=0)
+        assert not torch.allclose(m(faces), m(faces * 0.5), atol=1e-3)  # ... while the coarse picture does reach it
+        m.scale_detail(0.0)  # the trade-off knob at its end: nothing painted, the low-pass copy itself
+        base = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(faces, block), scale_factor=float(block), mode="bilinear")
+        torch.testing.assert_close(m(faces), base.clamp(-1, 1))
+
+
+def test_realism_discriminator_and_generator_each_move_their_loss_the_right_way():
+    torch.manual_seed(0)
+    real = real_faces(8)
+    m, r = LowPassAnonymizer(32, 8, 8, 1), PatchDiscriminator(16, 2)
+    opt_r = torch.optim.Adam(r.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    fake = m(real).detach()
+    before = losses.realism_d_loss(r(real), r(fake)).item()
+    for _ in range(30):
+        loss = losses.realism_d_loss(r(real), r(fake))
+        opt_r.zero_grad()
+        loss.backward()
+        opt_r.step()
+    assert loss.item() < 0.5 * before, "R did not learn to tell real faces from M's outputs"
+    r.requires_grad_(False)
+    opt_m = torch.optim.Adam(m.parameters(), lr=2e-3, betas=(0.5, 0.999))
+    start = losses.realism_g_loss(r(m(real))).item()
+    for _ in range(30):
+        loss = losses.realism_g_loss(r(m(real)))
+        opt_m.zero_grad()
+        loss.backward()
+        opt_m.step()
+    assert loss.item() < 0.7 * start, "M did not learn to fool a fixed R"
+
+
+def test_landmark_lowpass_and_ring_losses_are_zero_on_the_input_and_grow_with_change():
+    from ros_anonymizer_training.models.face_detector import CenterFaceTorch
+    from ros_anonymizer_training.train import _soft_ellipse
+
+    faces = real_faces(4, 64)
+    detector = CenterFaceTorch()
+    mask = torch.from_numpy(_soft_ellipse(64))
+    assert losses.landmark_loss(detector, faces, faces).item() < 1e-6
+    assert losses.lowpass_l1(faces, faces, 8).item() == 0 and losses.ring_l1(faces, faces, mask).item() == 0
+    shifted = torch.roll(faces, shifts=(6, 6), dims=(2, 3))  # the same faces, moved: the landmarks must notice
+    assert losses.landmark_loss(detector, shifted, faces).item() > 0.02
+    assert losses.lowpass_l1(shifted, faces, 8).item() > 0.02
+    assert losses.ring_l1(faces + 0.5, faces, mask).item() == pytest.approx(0.5, rel=1e-4)
+    grey = torch.zeros_like(faces).requires_grad_(True)
+    losses.landmark_loss(detector, grey, faces).backward()
+    assert grey.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def natural_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("natural")
+    values = TrainConfig.load("tiny").to_dict()
+    values.update(faces_root=str(require_data("lfw", "images")), cache_dir=str(tmp / "cache"), out_dir=str(tmp / "run"),
+                  pretrain_d_steps=40, joint_steps=30, eval_every=30, log_every=5, **NATURAL)
+    cfg = TrainConfig.from_dict(values)
+    out = train(cfg, ["pretrain-d", "joint", "export"])
+    return cfg, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_run):
+    import onnx
+
+    from ros_anonymizer.backends import load_backend
+    from ros_anonymizer.filters import LearnedAnonymizer
+
+    cfg, records = natural_run
+    joint = [r for r in records if r["kind"] == "train" and r["stage"] == "joint"]
+    for key in ("loss_r", "loss_realism", "loss_lowpass", "loss_ring", "loss_landmarks", "loss_privacy", "loss_l1"):
+        assert joint and all(np.isfinite(r[key]) for r in joint), key
+    pretrain = [r for r in records if r["kind"] == "train" and r["stage"] == "pretrain-d"]
+    assert pretrain[-1]["loss_lowpass"] < pretrain[0]["loss_lowpass"], "M did not learn the face's colour and lighting"
+    exported = [r for r in records if r["kind"] == "export"][-1]
+    assert exported["max_abs_diff"] <= 1e-4
+    graph = onnx.load(exported["path"])
+    assert "ConvTranspose" not in {n.op_type for n in graph.graph.node}
+    backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
+    assert "lowpass generator on 8x8" in backend.metadata["trained_on"]
+    learned = LearnedAnonymizer(backend)
+    rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    out = rgb.copy()
+    x1, y1, x2, y2 = learned(out, np.array([[90, 80, 160, 170]], np.float32))[0]
+    assert np.abs(out[y1:y2, x1:x2].astype(int) - rgb[y1:y2, x1:x2]).mean() > 1.0
+    outside = np.ones(rgb.shape[:2], bool)
+    outside[y1:y2, x1:x2] = False
+    assert np.array_equal(out[outside], rgb[outside])
+
+
+def test_bad_generator_settings_stop_with_one_sentence():
+    with pytest.raises(TrainConfigError, match="m_generator"):
+        TrainConfig.load("edge", ["m_generator=unet"])
+    with pytest.raises(TrainConfigError, match="m_input_size"):
+        TrainConfig.load("edge", ["m_input_size=7"])

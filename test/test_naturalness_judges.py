@@ -1,0 +1,80 @@
+"""The independent naturalness judges (dlib HOG/CNN, 68-point landmarks) and the video figures (flicker, track re-id)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import require_data
+from ros_anonymizer.media import read_image
+from ros_anonymizer_evaluation.judges import MIRROR_68, NaturalnessJudges, normalised_displacement
+from ros_anonymizer_evaluation.recognizer import FaceRecognizer
+from ros_anonymizer_evaluation.temporal import TemporalMeter
+
+
+@pytest.fixture(scope="module")
+def judges():
+    return NaturalnessJudges()
+
+
+@pytest.fixture(scope="module")
+def face():
+    """A real LFW face and dlib's box around it."""
+    rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    return rgb, FaceRecognizer().describe(rgb).box
+
+
+def test_a_real_face_is_a_face_and_a_grey_square_is_none(judges, face):
+    rgb, box = face
+    landmarks = judges.landmarks(rgb, box)
+    same = judges.judge(rgb, box, landmarks)
+    assert same.hog_found and same.cnn_found and same.displacement == 0.0
+    grey = rgb.copy()
+    x1, y1, x2, y2 = box.astype(int)
+    grey[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
+    verdict = judges.judge(grey, box, landmarks)
+    assert not verdict.hog_found and not verdict.cnn_found
+    noise = judges.landmark_noise(rgb, box)
+    assert 0.0 < noise < 0.05 < verdict.displacement  # the predictor's own noise is small; a face that is gone moves the points
+
+
+def test_mirror_table_is_a_pairing_and_displacement_is_scale_free():
+    assert sorted(MIRROR_68.tolist()) == list(range(68))
+    assert np.array_equal(MIRROR_68[MIRROR_68], np.arange(68))
+    points = np.random.default_rng(0).uniform(0, 100, (68, 2)).astype(np.float32)
+    moved = points + np.array([3.0, 4.0], np.float32)
+    assert normalised_displacement(points * 2, moved * 2) == pytest.approx(normalised_displacement(points, moved))
+
+
+def _track(face, frames: int = 4):
+    """The LFW face drifting 2 px a frame: raw frames, and its dlib box per frame."""
+    rgb, box = face
+    return [np.roll(rgb, 2 * i, axis=1) for i in range(frames)], [box + np.array([2 * i, 0, 2 * i, 0], np.float32) for i in range(frames)]
+
+
+def test_flicker_is_one_for_the_raw_video_and_above_one_for_a_new_face_every_frame(face):
+    frames, boxes = _track(face)
+    steady, flickering = TemporalMeter(), TemporalMeter()
+    rng = np.random.default_rng(0)
+    for frame, box in zip(frames, boxes):
+        steady.add(frame, frame, box[None])
+        noisy = frame.copy()
+        x1, y1, x2, y2 = box.astype(int)
+        noisy[y1:y2, x1:x2] = rng.integers(0, 255, noisy[y1:y2, x1:x2].shape, np.uint8)
+        flickering.add(frame, noisy, box[None])
+    assert steady.summary()["flicker_ratio"] == pytest.approx(1.0) and steady.summary()["face_pairs"] == 3
+    assert flickering.summary()["flicker_ratio"] > 3
+
+
+def test_a_track_of_raw_faces_is_reidentified_and_a_masked_one_is_not(face):
+    frames, boxes = _track(face, 3)
+    recognizer = FaceRecognizer()
+    raw, masked = TemporalMeter(recognizer), TemporalMeter(recognizer)
+    for frame, box in zip(frames, boxes):
+        raw.add(frame, frame, box[None])
+        out = frame.copy()
+        x1, y1, x2, y2 = box.astype(int)
+        out[y1:y2, x1:x2] = 0
+        masked.add(frame, out, box[None])
+    assert raw.summary()["tracks"] == 1 and raw.summary()["track_faces"] == 3
+    assert raw.summary()["track_reidentification"] == 1.0 and raw.summary()["frame_reidentification"] == 1.0
+    assert masked.summary()["track_reidentification"] == 0.0 and masked.summary()["tracks_with_a_reidentified_frame"] == 0.0
