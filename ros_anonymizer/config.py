@@ -110,12 +110,7 @@ class AnonymizerConfig:
     def from_yaml(cls, path: str | Path, **overrides) -> "AnonymizerConfig":
         """Read a flat mapping or a ROS 2 parameter file (`node: ros__parameters: {...}`)."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}.") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML ({e.__class__.__name__}).") from None
+        data = read_yaml(path, "config file")
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of parameter names to values.")
         params = _ros_parameters(data)
@@ -154,6 +149,16 @@ class AnonymizerConfig:
 
 # Parameters every ROS node has (rclpy's own, QoS overrides): valid in a parameter file, not config fields.
 ROS_PARAMETERS = ("use_sim_time", "qos_overrides", "start_type_description_service")
+
+
+def read_yaml(path: Path, what: str, error: type[Exception] = ConfigError):
+    """The data in the YAML file `path` (a `what`, for messages); `error` with one sentence if it cannot be read or parsed."""
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}.") from None
+    except yaml.YAMLError as e:
+        raise error(f"{what} {path} is not valid YAML ({e.__class__.__name__}).") from None
 
 
 def _ros_parameters(data: dict) -> dict:

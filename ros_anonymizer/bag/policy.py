@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 from rosbags.interfaces import Connection, MessageDefinitionFormat, Nodetype
 from rosbags.typesys import Stores, TypesysError, get_types_from_idl, get_types_from_msg, get_typestore
 
+from ..config import read_yaml
 from ..errors import UserError
 from .types import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, POINTCLOUD_TYPE, typestore
 
@@ -72,14 +72,7 @@ class Policy:
     def from_file(cls, path: str | Path | None) -> "Policy":
         if path is None:
             return cls()
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except OSError as e:
-            raise UserError(f"cannot read the policy file {path}: {e.strerror}.") from None
-        except yaml.YAMLError as e:
-            raise UserError(f"the policy file {path} is not valid YAML ({type(e).__name__}).") from None
-        return cls.from_mapping(data, str(path))
+        return cls.from_mapping(read_yaml(Path(path), "the policy file", UserError), str(path))
 
     @classmethod
     def from_mapping(cls, data, source: str = "the policy") -> "Policy":
