@@ -313,18 +313,24 @@ def test_a_failing_model_drops_frames_or_blackens_them(tmp_path, face_frames, on
             assert not decode_rgb("sensor_msgs/msg/Image", raw).any(), "a frame that failed is published black"
 
 
+def bag_run_in_progress(src: Path, dst: Path) -> subprocess.Popen:
+    """`bag anonymize SRC DST` in a child process, returned once some frames are written to its hidden partial bag."""
+    process = subprocess.Popen([sys.executable, "-m", "ros_anonymizer.cli", "bag", "anonymize", str(src), str(dst), "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(dst.parent.glob(f".{dst.name}.partial-*/bag/*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)  # some frames written to the temporary bag
+    assert process.poll() is None, "the run must still be going when stopped: " + process.stderr.read()
+    return process
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_leaves_no_output_and_the_input_untouched(tmp_path, face_frames, signum):
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "sqlite3", face_frames * 3, compressed=False, others=False)  # 120 frames: several seconds of work
     before = tree_hash(src)
-    process = subprocess.Popen([sys.executable, "-m", "ros_anonymizer.cli", "bag", "anonymize", str(src), str(dst), "--no-progress"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.partial-*/bag/*")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)  # some frames written to the temporary bag
-    assert process.poll() is None, "the run must still be going when interrupted: " + process.stderr.read()
+    process = bag_run_in_progress(src, dst)
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
     # 130 from the CLI; CPython reports -SIGINT instead when the interrupt passed through exec'd code
@@ -339,13 +345,7 @@ def test_a_killed_run_shows_no_output_and_the_next_run_removes_what_it_left(tmp_
     src, dst = tmp_path / "in", tmp_path / "out"
     write_bag(src, "sqlite3", face_frames * 2, compressed=False, others=False)
     before = tree_hash(src)
-    process = subprocess.Popen([sys.executable, "-m", "ros_anonymizer.cli", "bag", "anonymize", str(src), str(dst), "--no-progress"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.partial-*/bag/*")) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    assert process.poll() is None, "the run must still be going when killed: " + process.stderr.read()
+    process = bag_run_in_progress(src, dst)
     process.kill()  # SIGKILL: no clean-up code runs
     process.communicate(timeout=30)
     assert not dst.exists(), "OUT appears only complete"
