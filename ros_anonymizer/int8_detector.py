@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import cv2
 import numpy as np
 
 from .backends import ModelError, load_backend
+from .backends.engine_files import atomic_write
 from .faces import CENTERFACE_INPUT, CenterFaceDetector, box_iou, centerface_input, centerface_onnx, known_face
 
 log = logging.getLogger(__name__)
@@ -126,23 +126,8 @@ def quantize_centerface(blobs: list[np.ndarray], output: Path, metadata: dict[st
         quantizer_log.setLevel(level)
     for key, value in {"model_kind": "face_detector", "precision": "int8", **metadata}.items():
         quantized.metadata_props.add(key=key, value=value)
-    write_atomically(Path(output).expanduser(), quantized.SerializeToString())
+    atomic_write(Path(output).expanduser(), quantized.SerializeToString())
     return Path(output).expanduser()
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """`path` holds either its old content or all of `data`, never part of it (a crash mid-write, two starting nodes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def agreement(reference: CenterFaceDetector, candidate: CenterFaceDetector, frames: list[np.ndarray]) -> tuple[float, int]:
@@ -189,7 +174,7 @@ def int8_centerface(cache_dir: str | Path, threads: int = 0) -> Path | None:
                                   f"{faces} faces the float model finds",
                    "agreement": round(share, 4), "required": MIN_AGREEMENT}
         if share < MIN_AGREEMENT:
-            write_atomically(refused, json.dumps(verdict).encode())
+            atomic_write(refused, json.dumps(verdict).encode())
             log.warning("the INT8 face detector found %.0f%% of the float model's %d borderline faces (needs %.0f%%): the float "
                         "detector runs (decision kept in %s).", 100 * share, faces, 100 * MIN_AGREEMENT, refused)
             return None
@@ -197,7 +182,7 @@ def int8_centerface(cache_dir: str | Path, threads: int = 0) -> Path | None:
 
         model = onnx.load(str(candidate))
         model.metadata_props.add(key="verification", value=json.dumps(verdict))
-        write_atomically(path, model.SerializeToString())
+        atomic_write(path, model.SerializeToString())
     return path
 
 

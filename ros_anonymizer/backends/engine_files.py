@@ -150,10 +150,14 @@ def write_engine_files(path: Path, plan: bytes, fields: dict) -> dict:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    """`path` holds either its old content or all of `data`, never part of it (a crash mid-write, two starting nodes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
