@@ -103,6 +103,9 @@ def test_noise_resists_a_located_attack_where_noise_alone_does_not(lfw_faces):
 
     recognizer = FaceRecognizer()
     pipeline = Pipeline(AnonymizerConfig(filter="noise", persist_frames=0, frame_deadline_ms=0.0))
+    # Seeded: the filter's noise is random, and on 293 probes dlib re-identifies 0.3% (about 1 in 300), so an
+    # unseeded run of 20 faces failed once in five full runs.
+    pipeline._rng = np.random.default_rng(1)
     rng = np.random.default_rng(0)
     noise_only = filtered = attacked = 0
     for _, face in lfw_faces[:20]:
