@@ -64,7 +64,7 @@ class AnonymizerConfig:
     # Inference.
     backend: str = _param("auto", "inference backend; auto chooses by model file (.onnx: onnxruntime, .engine: tensorrt)", choices=("auto", "onnxruntime", "tensorrt"))
     use_gpu: bool = _param(True, "use the CUDA execution provider when ONNX Runtime has one")
-    cpu_threads: int = _param(0, "ONNX Runtime threads per model on the CPU (0: one per core); bounds the CPU share on a busy robot", range=(0, 256))
+    cpu_threads: int = _param(0, "ONNX Runtime threads per model on the CPU (0: one per core; idle ones sleep, not spin); bounds the CPU share on a busy robot", range=(0, 256))
     engine_cache_dir: str = _param("~/.cache/ros_anonymizer/engines", "where TensorRT engines built from ONNX models and the INT8 CPU face detector are kept")
     build_if_missing: bool = _param(False, "build a missing TensorRT engine at start-up (takes minutes) instead of failing")
     trt_precision: str = _param("fp16", "TensorRT engine precision", choices=("fp32", "fp16", "int8"))

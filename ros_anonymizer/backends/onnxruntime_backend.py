@@ -28,6 +28,10 @@ class OnnxRuntimeBackend(Backend):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
+        # Idle intra-op threads sleep instead of spinning: on a loaded 2-core machine spinning cost CenterFace time
+        # (2 threads, 640x480: float 98 -> 60 ms, INT8 28 -> 14 ms per frame, process CPU alike) and burned about
+        # 27 ms of CPU in the 30 ms after each INT8 frame; with 1 thread it changes nothing (scripts/bench_ort_spinning.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(model, options, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for every kind of bad file
