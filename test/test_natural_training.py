@@ -146,3 +146,42 @@ def test_bad_generator_settings_stop_with_one_sentence():
         TrainConfig.load("edge", ["m_input_size=7"])
     with pytest.raises(TrainConfigError, match="d_smooth"):
         TrainConfig.load("edge", ["d_smooth=3"])
+
+
+def test_interpolating_two_anonymizers_lands_between_them_and_keeps_the_contract(natural_run, tmp_path):
+    import onnx
+
+    from ros_anonymizer.backends import load_backend
+    from ros_anonymizer_training.export import anonymizer_weights, export_anonymizer
+    from ros_anonymizer_training.interpolate import main as interpolate_main
+
+    cfg, records = natural_run
+    first = Path([r for r in records if r["kind"] == "export"][-1]["path"])
+    m = build_anonymizer(cfg)
+    m.load_state_dict(anonymizer_weights(first, m.state_dict()))
+    export_args = dict(crop_size=cfg.crop_size, box_enlarge=cfg.box_enlarge, preset=cfg.preset, trained_on="test")
+    m.scale_detail(0.5)  # the last conv is the only difference between the two ends, so the midpoint is detail scale 0.75
+    export_anonymizer(m, tmp_path / "half.onnx", trained_identities=["Someone_Else"], **export_args)
+    m.scale_detail(1.5)
+    export_anonymizer(m, tmp_path / "three_quarters.onnx", **export_args)
+    config = tmp_path / "natural.yaml"
+    config.write_text(json.dumps(cfg.to_dict()))  # JSON is YAML
+    assert interpolate_main(["--config", str(config), str(first), str(tmp_path / "half.onnx"), "--toward", "0.5", "--out", str(tmp_path / "mid.onnx")]) == 0
+    faces = real_faces(3, cfg.crop_size).numpy()
+    mid = load_backend(tmp_path / "mid.onnx", "onnxruntime", use_gpu=False)
+    expected = load_backend(tmp_path / "three_quarters.onnx", "onnxruntime", use_gpu=False)
+    np.testing.assert_allclose(mid.run({"faces": faces})["anonymized"], expected.run({"faces": faces})["anonymized"], atol=1e-5)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "mid.onnx")).metadata_props}
+    assert meta["model_kind"] == "anonymizer" and "0.50 x half.onnx" in meta["trained_on"]
+    assert "Someone_Else" in json.loads(meta["trained_identities"]) and len(json.loads(meta["trained_identities"])) > 1
+
+
+def test_interpolation_refuses_bad_input_with_one_sentence(natural_run, tmp_path, capsys):
+    from ros_anonymizer_training.interpolate import main as interpolate_main
+
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    assert interpolate_main(["--config", "edge", str(tmp_path / "junk.onnx"), str(tmp_path / "junk.onnx"), "--toward", "0.5",
+                             "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "cannot read the anonymizer" in capsys.readouterr().err
+    assert interpolate_main(["--config", "edge", "a.onnx", "b.onnx", "--toward", "1.5", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "from 0 to 1" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
