@@ -14,11 +14,10 @@ from ros_anonymizer_training import losses
 from ros_anonymizer_training.config import TrainConfig, TrainConfigError
 from ros_anonymizer_training.models.anonymizer import LowPassAnonymizer, build_anonymizer
 from ros_anonymizer_training.models.realism import PatchDiscriminator
-from ros_anonymizer_training.train import smoothed, train
+from ros_anonymizer_training.train import train
 
 NATURAL = dict(m_generator="lowpass", m_input_size=8, m_channels=8, m_blocks=1, lambda_realism=1.0, lambda_lowpass=5.0,
-               lowpass_size=8, lambda_ring=2.0, lambda_landmarks=1.0, landmark_faces=8, lambda_det=0.0, pretrain_a_steps=0,
-               d_smooth=2)
+               lowpass_size=8, lambda_ring=2.0, lambda_landmarks=1.0, landmark_faces=8, lambda_det=0.0, pretrain_a_steps=0)
 
 
 def real_faces(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -130,22 +129,11 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
     assert np.array_equal(out[outside], rgb[outside])
 
 
-def test_d_cannot_see_a_stipple_finer_than_its_smoothing():
-    faces = real_faces(4, 64)
-    stipple = torch.randn(4, 3, 64, 64)  # zero mean in every 2x2 block: the pattern a CNN is cheapest to fool with
-    stipple -= torch.nn.functional.avg_pool2d(stipple, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)
-    torch.testing.assert_close(smoothed(faces + 0.5 * stipple, 2), smoothed(faces, 2), atol=1e-5, rtol=0)
-    assert not torch.allclose(smoothed(faces, 2), smoothed(faces * 0.5, 2), atol=1e-3)  # the face's structure still reaches D
-    assert smoothed(faces, 1) is faces
-
-
 def test_bad_generator_settings_stop_with_one_sentence():
     with pytest.raises(TrainConfigError, match="m_generator"):
         TrainConfig.load("edge", ["m_generator=unet"])
     with pytest.raises(TrainConfigError, match="m_input_size"):
         TrainConfig.load("edge", ["m_input_size=7"])
-    with pytest.raises(TrainConfigError, match="d_smooth"):
-        TrainConfig.load("edge", ["d_smooth=3"])
 
 
 def test_interpolating_two_anonymizers_lands_between_them_and_keeps_the_contract(natural_run, tmp_path):

@@ -63,7 +63,6 @@ class TrainConfig:
     d_embedding: int = 128
     margin_scale: float = 30.0
     margin: float = 0.35
-    d_smooth: int = 1  # D sees every face area-downsampled by this factor and upsampled again: M cannot fool it with a stipple
 
     # Optimisation.
     batch_size: int = 64
@@ -111,8 +110,6 @@ class TrainConfig:
             size = getattr(self, name)
             if size < 4 or self.crop_size % size:
                 raise TrainConfigError(f"{name} must be at least 4 and divide crop_size ({self.crop_size}), not {size}.")
-        if self.d_smooth < 1 or self.crop_size % self.d_smooth:
-            raise TrainConfigError(f"d_smooth must be at least 1 and divide crop_size ({self.crop_size}), not {self.d_smooth}.")
         if not 0.0 < self.face_score_target < 1.0:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if not 0.0 <= self.holdout_identities < 1.0:

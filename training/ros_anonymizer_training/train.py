@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -119,7 +118,7 @@ class Run:
         return original + (modified - original) * self.mask
 
     def d_embed(self, faces: torch.Tensor, model=None) -> torch.Tensor:
-        return (model or self.d_train)(to_discriminator_input(smoothed(faces, self.cfg.d_smooth), self.cfg.d_input))
+        return (model or self.d_train)(to_discriminator_input(faces, self.cfg.d_input))
 
     # Checkpoints ------------------------------------------------------------
     def save(self):
@@ -150,19 +149,6 @@ class Run:
         checkpoint.set_rng_state(state["rng"])
         self._saved_action = (state.get("a"), state.get("opt_a"))
         return True
-
-
-def smoothed(faces: torch.Tensor, factor: int) -> torch.Tensor:
-    """Faces without their finest detail (area-downsampled by `factor`, bilinear back up): what D judges with `d_smooth`.
-
-    A per-pixel stipple is the cheapest way for M to fool a CNN and the
-    first thing a person sees; D cannot be fooled by what it does not see,
-    so M has to change the face's structure, which is what other
-    recognizers read too.
-    """
-    if factor <= 1:
-        return faces
-    return F.interpolate(F.avg_pool2d(faces, factor), scale_factor=float(factor), mode="bilinear", align_corners=False)
 
 
 def _soft_ellipse(size: int) -> np.ndarray:
