@@ -137,6 +137,10 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, cache_dir):
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
     assert steps == sorted(set(steps)), "a resumed run must not repeat steps"
+    slower = stopped.from_dict({**stopped.to_dict(), "pretrain_d_steps": 17, "lr_d": 1e-5, "lr_m": 2e-5})
+    train(slower, ["pretrain-d"])  # a stage continued with other rates runs at them, not at the checkpoint's
+    saved = checkpoint.load(stopped.out_dir)
+    assert {g["lr"] for g in saved["opt_d"]["param_groups"]} == {1e-5} and {g["lr"] for g in saved["opt_m"]["param_groups"]} == {2e-5}
 
 
 def test_centerface_in_torch_matches_onnx_runtime_and_scores_faces():

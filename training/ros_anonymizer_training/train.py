@@ -145,6 +145,9 @@ class Run:
         if "r" in state:  # checkpoints from before the realism discriminator have none
             self.r.load_state_dict(state["r"])
             self.opt_r.load_state_dict(state["opt_r"])
+        for optimizer, lr in ((self.opt_m, self.cfg.lr_m), (self.opt_d, self.cfg.lr_d), (self.opt_r, self.cfg.lr_r)):
+            for group in optimizer.param_groups:  # the saved state carries the old run's rate; this run's settings win
+                group["lr"] = lr
         self.progress.update(state["progress"])
         checkpoint.set_rng_state(state["rng"])
         self._saved_action = (state.get("a"), state.get("opt_a"))
@@ -355,7 +358,8 @@ def export_stage(run: Run):
     trained_on = (f"{cfg.dataset_name}: {len(run.data.names)} identities, {len(run.data.train)} face crops; "
                   f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
                   f"{cfg.m_generator} generator" + (f" on {cfg.m_input_size}x{cfg.m_input_size} low-pass input" if cfg.m_generator == "lowpass" else "")
-                  + f"; privacy loss {cfg.privacy_loss}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
+                  + f"; batch {cfg.batch_size}, lr_m={cfg.lr_m:g}, d_modified_weight={cfg.d_modified_weight:g}; "
+                  f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "
                   f"lambda_landmarks={cfg.lambda_landmarks}; "
                   + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "") + f"seed {cfg.seed}")
