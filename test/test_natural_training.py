@@ -173,3 +173,21 @@ def test_interpolation_refuses_bad_input_with_one_sentence(natural_run, tmp_path
     assert "cannot read the anonymizer" in capsys.readouterr().err
     assert interpolate_main(["--config", "edge", "a.onnx", "b.onnx", "--toward", "1.5", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "from 0 to 1" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+def test_the_bundled_anonymizer_cannot_see_detail_finer_than_its_low_pass_copy():
+    """The shipped M's privacy floor is structural: identity detail with zero mean in each 8x8 block of the crop never reaches it."""
+    import onnx
+
+    from ros_anonymizer.backends import load_backend
+    from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model
+
+    backend = load_backend(bundled_model(BUNDLED_ANONYMIZER), "onnxruntime", use_gpu=False)
+    assert "ConvTranspose" not in {n.op_type for n in onnx.load(str(bundled_model(BUNDLED_ANONYMIZER))).graph.node}  # no checkerboard
+    faces = real_faces(4, 64).numpy()
+    block = 8
+    detail = np.random.default_rng(0).normal(0, 0.3, faces.shape).astype(np.float32)
+    detail -= detail.reshape(4, 3, block, 8, block, 8).mean(axis=(3, 5), keepdims=True).repeat(8, 3).repeat(8, 5).reshape(detail.shape)
+    out = backend.run({"faces": faces})["anonymized"]
+    np.testing.assert_allclose(backend.run({"faces": faces + detail})["anonymized"], out, atol=1e-4)
+    assert np.abs(out - faces).mean() > 0.02  # ... and it does repaint the face
