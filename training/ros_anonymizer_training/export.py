@@ -108,7 +108,7 @@ def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, crop_size: i
     return {"max_abs_diff": worst, "tolerance": TOLERANCE, "batches_checked": list(batches)}
 
 
-def anonymizer_weights(path: str | Path, expected: dict) -> dict:
+def anonymizer_weights(path: str | Path, expected: dict, name: str = "the anonymizer") -> dict:
     """M's state dict read back from an exported anonymizer, to fine-tune a shipped model.
 
     The exporter keeps torch's parameter names as initializer names, so an
@@ -122,11 +122,11 @@ def anonymizer_weights(path: str | Path, expected: dict) -> dict:
     try:
         model = onnx.load(str(path))
     except (OSError, DecodeError) as e:
-        raise ExportError(f"cannot read the anonymizer {path}: {e.__class__.__name__}; give an anonymizer ONNX this trainer exported.") from None
+        raise ExportError(f"cannot read {name} {path}: {e.__class__.__name__}; give an anonymizer ONNX this trainer exported.") from None
     found = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
     missing = [k for k in expected if k not in found]
     wrong = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
     if missing or wrong:
-        raise ExportError(f"the anonymizer {path} does not fit this preset's M ({len(missing)} weights missing, "
+        raise ExportError(f"{name} {path} does not fit this preset's M ({len(missing)} weights missing, "
                           f"{len(wrong)} of another shape); use the same m_channels, m_blocks and crop_size it was trained with.")
     return {k: found[k].to(expected[k].dtype) for k in expected}

@@ -485,7 +485,7 @@ def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
         (out / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.to_dict().items()))
     resumed = run.restore()
     if not resumed and cfg.init_anonymizer:
-        run.m.load_state_dict(export.anonymizer_weights(cfg.init_anonymizer, run.m.state_dict()))
+        run.m.load_state_dict(export.anonymizer_weights(cfg.init_anonymizer, run.m.state_dict(), "init_anonymizer"))
     run.action = _load_action_detector(run)
     if run.action is not None and resumed and run._saved_action[0] is not None:
         run.action[0].load_state_dict(run._saved_action[0])
