@@ -21,7 +21,7 @@ import numpy as np
 
 from ros_anonymizer.faces import box_iou
 
-from .recognizer import MIN_OVERLAP, RecognizerError, model_file
+from .recognizer import MIN_OVERLAP, import_dlib, model_file
 
 # The 68-point scheme's mirror image: point i of a flipped face is point MIRROR_68[i] of the face.
 MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
@@ -41,10 +41,7 @@ class NaturalnessJudges:
     """dlib's HOG and CNN face detectors and 68-point landmarks, at fixed settings (upsample 0: LFW-sized faces)."""
 
     def __init__(self, upsample: int = 0):
-        try:
-            import dlib
-        except ImportError:
-            raise RecognizerError("the naturalness judges need dlib: pip install dlib-bin.") from None
+        dlib = import_dlib("the naturalness judges need")
         self._dlib = dlib
         self.upsample = upsample
         self._hog = dlib.get_frontal_face_detector()

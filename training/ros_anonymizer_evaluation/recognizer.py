@@ -42,14 +42,20 @@ def model_file(name: str) -> Path:
     return path
 
 
+def import_dlib(what: str):
+    """dlib, or RecognizerError saying how to install it; `what` is the sentence's subject and verb ("the privacy evaluation needs")."""
+    try:
+        import dlib
+    except ImportError:
+        raise RecognizerError(f"{what} dlib: pip install dlib-bin.") from None
+    return dlib
+
+
 class FaceRecognizer:
     """Find, align and embed faces with dlib; embeddings of identical inputs are computed once."""
 
     def __init__(self, upsample: int = 0):
-        try:
-            import dlib
-        except ImportError:
-            raise RecognizerError("the privacy evaluation needs dlib: pip install dlib-bin.") from None
+        dlib = import_dlib("the privacy evaluation needs")
         self.upsample = upsample
         self._detector = dlib.get_frontal_face_detector()
         self._landmarks = dlib.shape_predictor(str(model_file("shape_predictor_5_face_landmarks.dat")))
