@@ -78,3 +78,22 @@ def test_a_track_of_raw_faces_is_reidentified_and_a_masked_one_is_not(face):
     assert raw.summary()["tracks"] == 1 and raw.summary()["track_faces"] == 3
     assert raw.summary()["track_reidentification"] == 1.0 and raw.summary()["frame_reidentification"] == 1.0
     assert masked.summary()["track_reidentification"] == 0.0 and masked.summary()["tracks_with_a_reidentified_frame"] == 0.0
+
+
+def test_track_rank1_tells_whose_face_a_track_shows_and_the_impostor_rate_is_dlibs_floor(face):
+    """Two people's tracks: published as recorded, each is nearest its own; with the faces swapped, each is nearest the other."""
+    other_rgb = read_image(require_data("lfw", "images", "Aaron_Eckhart", "Aaron_Eckhart_0001.jpg"))
+    other = (other_rgb, FaceRecognizer().describe(other_rgb).box)
+    people = [_track(face, 3), _track(other, 3)]
+    recognizer = FaceRecognizer()
+    as_recorded, swapped = TemporalMeter(recognizer), TemporalMeter(recognizer)
+    for person, (frames, boxes) in enumerate(people):
+        as_recorded.start_clip()
+        swapped.start_clip()
+        for i, (frame, box) in enumerate(zip(frames, boxes)):
+            as_recorded.add(frame, frame, box[None])
+            swapped.add(frame, people[1 - person][0][i], box[None])
+    recorded, swap = as_recorded.summary(), swapped.summary()
+    assert recorded["tracks"] == 2 and recorded["track_rank1_chance"] == 0.5
+    assert recorded["track_rank1"] == 1.0 and swap["track_rank1"] == 0.0
+    assert recorded["impostor_track_match"] == 0.0  # two real people: dlib keeps them apart

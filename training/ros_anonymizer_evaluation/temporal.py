@@ -9,7 +9,15 @@ person's faces over a track may recover what no single frame gives away.
 - track re-identification: faces linked frame to frame by overlap; dlib's
   ResNet embeds each raw face and the published pixels at the same place
   and alignment (the located attack); a track is re-identified when its
-  averaged published embedding lies within 0.6 of its averaged raw one.
+  averaged published embedding lies within 0.6 of its averaged raw one;
+- the same attack's controls, because a threshold alone cannot tell
+  identity from "any face of this footage": track rank-1, the share of
+  tracks whose averaged published face is nearest their own averaged raw
+  face among all raw tracks (chance: 1 / tracks), and the impostor rate,
+  the share of pairs of different raw tracks that dlib already matches
+  (on animated faces most do, so the track re-id there says little).
+  Two tracks of one person count as impostors, so on footage where people
+  leave and come back the impostor rate reads high.
 """
 from __future__ import annotations
 
@@ -76,7 +84,21 @@ class TemporalMeter:
                        track_reidentification=_share(averaged), frame_reidentification=_share(frames),
                        tracks_with_a_reidentified_frame=_share([min(_distance(r, p) for r, p in zip(t["raw"], t["published"]))
                                                                 for t in tracks]))
+            out.update(_track_controls(tracks))
         return out
+
+
+def _track_controls(tracks: list[dict]) -> dict:
+    """Track rank-1 among all raw tracks and dlib's impostor rate between raw tracks; NaN with fewer than two tracks."""
+    if len(tracks) < 2:
+        return {"track_rank1": float("nan"), "track_rank1_chance": float("nan"), "impostor_track_match": float("nan")}
+    raw = np.array([np.mean(t["raw"], 0) for t in tracks], np.float64)
+    published = np.array([np.mean(t["published"], 0) for t in tracks], np.float64)
+    to_raw = np.linalg.norm(published[:, None] - raw[None], axis=2)
+    between = np.linalg.norm(raw[:, None] - raw[None], axis=2)[np.triu_indices(len(tracks), 1)]
+    return {"track_rank1": float(np.mean(np.argmin(to_raw, 1) == np.arange(len(tracks)))),
+            "track_rank1_chance": 1 / len(tracks),
+            "impostor_track_match": float(np.mean(between < DISTANCE_THRESHOLD))}
 
 
 def _region(a: np.ndarray, b: np.ndarray, shape) -> tuple[slice, slice] | None:
