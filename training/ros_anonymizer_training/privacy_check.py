@@ -19,7 +19,15 @@ face and the runtime's filter anonymizes the frame, then:
   (mean distance over the inter-ocular distance; the original's own noise,
   mirror image against image, is printed beside it);
 - CenterFace, the TRAINING detector (the edge trainer's landmark term uses
-  it): still finds a face; not an independent figure.
+  it): still finds a face; not an independent figure;
+- with --track-frames K, the track attack: each probe becomes K frames of a
+  person standing before the camera (the photo and K-1 copies moved, turned,
+  scaled and lit a little differently, with sensor noise); dlib's located
+  embeddings of the anonymized frames are averaged, as an attacker holding
+  the whole track would, and compared with the raw frames' average
+  (re-identified under 0.6; track rank-1 among all people's raw averages).
+  One frame's attack can miss what the average finds: M's per-frame
+  variations cancel and whatever it keeps of the person adds up.
 """
 from __future__ import annotations
 
@@ -50,7 +58,19 @@ def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
     return [(root / holdout[n][0], root / holdout[n][1]) for n in people[:count]]
 
 
-def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0) -> dict:
+def track_frame(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another frame of a person standing still: shifted up to 4 px, turned up to 4 degrees, scaled 0.93-1.07, lit 0.9-1.1, noise sigma 2."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    warp = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-4, 4), rng.uniform(0.93, 1.07))
+    warp[:, 2] += rng.uniform(-4, 4, 2)
+    moved = cv2.warpAffine(rgb, warp, (w, h), borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    return np.clip(moved * rng.uniform(0.9, 1.1) + rng.normal(0, 2, moved.shape), 0, 255).astype(np.uint8)
+
+
+def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0,
+            track_frames: int = 1) -> dict:
     """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people."""
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer_evaluation.judges import NaturalnessJudges
@@ -69,6 +89,8 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     keys = ("matched", "matched_dlib_detector", "rank1", "hog_found", "cnn_found", "centerface_found", "displacement", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
     noise = []
+    tracks = {"raw": [], **{name: [] for name in methods}}  # per person, the average over the track's frames
+    rng = np.random.default_rng(0)
     for person, (path, _) in enumerate(tqdm(people, desc="privacy check", unit="img")):
         rgb = read_image(path)
         original = recognizer.describe(rgb)
@@ -96,6 +118,8 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             c["cnn_found"].append(verdict.cnn_found)
             c["displacement"].append(verdict.displacement)
             c["centerface_found"].append(face_still_found(reference(out), ref_box))
+        if track_frames > 1:
+            _add_track(tracks, rgb, original, methods, track_frames, rng, recognizer, runtime_detector)
     results = {}
     for name, c in counts.items():
         n = len(c["matched"])
@@ -107,7 +131,43 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
                          "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
                          "centerface_found_training_detector": mean("centerface_found"),
                          "median_distance": float(np.median(c["distance"])) if n else float("nan")}
+        if track_frames > 1:
+            results[name].update(_track_figures(tracks, name), track_frames=track_frames)
     return results
+
+
+def _add_track(tracks: dict, rgb, original, methods: dict, frames: int, rng, recognizer, runtime_detector) -> None:
+    """One person's track: the photo and frames-1 moved copies, each anonymized by every method; keeps the averaged embeddings."""
+    from ros_anonymizer.filters import apply_filter
+
+    raw, published = [original.embedding], {name: [] for name in methods}
+    views = [(rgb, original)]
+    for _ in range(frames - 1):  # a frame where dlib loses the face is left out, as a tracker would lose it
+        moved = track_frame(rgb, rng)
+        face = recognizer.describe(moved)
+        if face is not None:
+            views.append((moved, face))
+            raw.append(face.embedding)
+    for moved, face in views:
+        boxes = runtime_detector(moved).boxes
+        for name, (config, learned) in methods.items():
+            out = moved if config is None else apply_filter(moved, boxes, config, learned)[0]
+            published[name].append(recognizer.embed_at(out, face))
+    tracks["raw"].append(np.mean(raw, 0))
+    for name in methods:
+        tracks[name].append(np.mean(published[name], 0))
+
+
+def _track_figures(tracks: dict, name: str) -> dict:
+    """Track re-id (averaged anonymized within 0.6 of averaged raw), track rank-1 among all raw averages, dlib's impostor rate."""
+    from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD
+
+    raw, published = np.array(tracks["raw"], np.float64), np.array(tracks[name], np.float64)
+    to_raw = np.linalg.norm(published[:, None] - raw[None], axis=2)
+    between = np.linalg.norm(raw[:, None] - raw[None], axis=2)[np.triu_indices(len(raw), 1)]
+    return {"track_matched": float(np.mean(np.diag(to_raw) < DISTANCE_THRESHOLD)),
+            "track_rank1": float(np.mean(np.argmin(to_raw, 1) == np.arange(len(raw)))),
+            "track_impostor_match": float(np.mean(between < DISTANCE_THRESHOLD))}
 
 
 def _around(rgb: np.ndarray, box: np.ndarray, size: int = 112) -> np.ndarray:
@@ -197,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--people", type=int, default=150, help="hold-out people (2+ images each) to use")
     parser.add_argument("--baselines", nargs="*", default=list(DEFAULT_BASELINES), help="filter settings: blur, blur:0.1, mosaic:10, noise:40, mask")
     parser.add_argument("--sweep", action="store_true", help=f"add the trade-off sweep: {', '.join(SWEEP)}")
+    parser.add_argument("--track-frames", type=int, default=1, metavar="K",
+                        help="also attack tracks of K frames per person (averaged embeddings); 8 takes about 4x as long")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--with-results", type=Path, nargs="*", default=[],
                         help="figures of other methods from earlier --json runs on the same people, shown and charted alongside")
@@ -204,6 +266,8 @@ def main(argv=None) -> int:
     parser.add_argument("--grid", type=Path, help="also write a sample grid here: one row per person, one column per method")
     parser.add_argument("--grid-people", type=int, default=8, help="rows of the sample grid")
     args = parser.parse_args(argv)
+    if args.track_frames < 1:
+        raise SystemExit("privacy_check: --track-frames must be 1 (no track attack) or more.")
     cfg = TrainConfig.load(args.config)
     baselines = list(dict.fromkeys(args.baselines + (list(SWEEP) if args.sweep else [])))
     people = holdout_people(cfg, args.people)
@@ -215,7 +279,7 @@ def main(argv=None) -> int:
             earlier[name] = r
     samples = {} if args.grid else None
     measured = measure(build_methods(args.models, [b for b in baselines if b not in earlier], args.grid is not None or "original" not in earlier),
-                       people, samples, args.grid_people)
+                       people, samples, args.grid_people, args.track_frames)
     for r in measured.values():
         r["people"] = [str(p) for p, _ in people]
     results = {**earlier, **measured}
@@ -224,6 +288,13 @@ def main(argv=None) -> int:
         print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} {r['matched_dlib_detector']:16.1%} {r['rank1']:6.1%} ({r['rank1_chance']:.1%})"
               f"  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})"
               f"  {r['centerface_found_training_detector']:9.1%}")
+    tracked = {name: r for name, r in results.items() if "track_matched" in r}
+    if tracked:
+        first = next(iter(tracked.values()))
+        print(f"\ntracks of {first['track_frames']} frames (dlib matches {first['track_impostor_match']:.1%} of pairs of different people's raw tracks)")
+        print(f"{'method':42s} track re-id  track rank-1")
+        for name, r in tracked.items():
+            print(f"{name:42s} {r['track_matched']:11.1%}  {r['track_rank1']:12.1%}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if args.chart:

@@ -1,0 +1,35 @@
+"""privacy_check's attacks on hold-out LFW people, including the track attack (averaged embeddings over a track)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import require_data
+from ros_anonymizer_training.privacy_check import main, track_frame
+
+
+def test_a_track_frame_moves_the_photo_a_little_and_is_reproducible():
+    rgb = np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)
+    a, b = track_frame(rgb, np.random.default_rng(0)), track_frame(rgb, np.random.default_rng(0))
+    assert np.array_equal(a, b) and a.shape == rgb.shape and a.dtype == np.uint8
+    assert not np.array_equal(a, rgb)
+
+
+def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
+    require_data("lfw", "images")
+    out = tmp_path / "figures.json"
+    assert main(["--config", "edge", "--people", "3", "--baselines", "mask", "--track-frames", "3", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    original, mask = figures["original"], figures["mask"]
+    assert original["faces"] == mask["faces"] == 3 and original["track_frames"] == 3
+    assert original["matched"] == 1.0 and original["track_matched"] == 1.0 and original["track_rank1"] == 1.0
+    assert mask["matched"] == 0.0 and mask["track_matched"] == 0.0
+    assert original["track_impostor_match"] == 0.0  # three different real people: dlib keeps their tracks apart
+    assert "tracks of 3 frames" in capsys.readouterr().out
+
+
+def test_a_track_of_no_frames_is_a_plain_error():
+    with pytest.raises(SystemExit, match="--track-frames must be 1"):
+        main(["--track-frames", "0"])
