@@ -74,6 +74,7 @@ class TrainConfig:
     d_modified_weight: float = 1.0  # weight of D's identity loss on modified faces in the joint stage
     privacy_loss: str = "both"
     lambda_privacy: float = 1.0
+    track_views: int = 1  # >1: M is also private over a track: D's embedding averaged over this many moved copies of each face
     lambda_l1: float = 2.0
     lambda_det: float = 0.0  # weight of A's detection loss on frames with M(f) pasted (needs the action clips)
     lambda_face: float = 0.0  # weight of the detectability term: CenterFace must still find a face in M's output
@@ -112,6 +113,8 @@ class TrainConfig:
                 raise TrainConfigError(f"{name} must be at least 4 and divide crop_size ({self.crop_size}), not {size}.")
         if not 0.0 < self.face_score_target < 1.0:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
+        if self.track_views < 1:
+            raise TrainConfigError(f"track_views is 1 (single faces) or more (views averaged over a track), not {self.track_views}.")
         if not 0.0 <= self.holdout_identities < 1.0:
             raise TrainConfigError("holdout_identities is a fraction from 0 to 1.")
 
