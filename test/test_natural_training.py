@@ -149,6 +149,8 @@ def test_bad_generator_settings_stop_with_one_sentence():
         TrainConfig.load("edge", ["m_input_size=7"])
     with pytest.raises(TrainConfigError, match="track_views"):
         TrainConfig.load("edge", ["track_views=0"])
+    with pytest.raises(TrainConfigError, match="track_views and lambda_det"):
+        TrainConfig.load("paper", ["track_views=4"])
 
 
 def test_interpolating_two_anonymizers_lands_between_them_and_keeps_the_contract(natural_run, tmp_path):

@@ -115,6 +115,8 @@ class TrainConfig:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if self.track_views < 1:
             raise TrainConfigError(f"track_views is 1 (single faces) or more (views averaged over a track), not {self.track_views}.")
+        if self.track_views > 1 and self.lambda_det > 0:
+            raise TrainConfigError("track_views and lambda_det cannot be combined yet (M runs once over faces and action frames); set one of them.")
         if not 0.0 <= self.holdout_identities < 1.0:
             raise TrainConfigError("holdout_identities is a fraction from 0 to 1.")
 
