@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import shutil
@@ -156,23 +157,32 @@ class Run:
         return True
 
 
-def track_views(x: torch.Tensor, views: int, generator: torch.Generator) -> torch.Tensor:
-    """x and views-1 moved copies of it, stacked [views * N, ...]: the same faces in later frames of a track.
+@dataclasses.dataclass(frozen=True)
+class TrackMoves:
+    """How each face moves in the later frames of a track: one affine warp and one light gain per (frame, face)."""
 
-    Each copy is shifted up to 3 px (of 64), turned up to 4 degrees, scaled
-    0.93-1.07 and lit 0.9-1.1, as the runtime's crop of one person varies
-    from frame to frame.
-    """
-    copies = views - 1
-    u = lambda *shape: (2 * torch.rand(copies * len(x), *shape, generator=generator) - 1).to(x.device)
-    angle, scale = u() * math.radians(4), 1 + 0.07 * u()
-    shift, gain = u(2) * 3 * 2 / x.shape[-1], 1 + 0.1 * u(1, 1, 1)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    faces = x.float().repeat(copies, 1, 1, 1)
-    grid = F.affine_grid(theta, list(faces.shape), align_corners=False)
-    moved = F.grid_sample(faces, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    return torch.cat([x, (moved * gain).clamp(-1, 1).to(x.dtype)])
+    theta: torch.Tensor  # [copies * N, 2, 3], for F.affine_grid
+    gain: torch.Tensor  # [copies * N, 1, 1, 1]
+
+    @classmethod
+    def draw(cls, faces: int, views: int, generator: torch.Generator, device) -> "TrackMoves":
+        """views-1 moves per face: shifted up to 3 px of 64 (5%), turned up to 4 degrees, scaled 0.93-1.07, lit 0.9-1.1.
+
+        As the runtime's crop of one person varies from frame to frame.
+        """
+        u = lambda *shape: (2 * torch.rand((views - 1) * faces, *shape, generator=generator) - 1).to(device)
+        angle, scale = u() * math.radians(4), 1 + 0.07 * u()
+        shift, gain = u(2) * 6 / 64, 1 + 0.1 * u(1, 1, 1)  # affine_grid's coordinates span 2 across the crop
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        return cls(theta, gain)
+
+    def apply(self, faces: torch.Tensor) -> torch.Tensor:
+        """Each face of `faces` [N, ...] moved as in every later frame, [copies * N, ...], float, in [-1, 1]."""
+        moved = faces.float().repeat(len(self.theta) // len(faces), 1, 1, 1)
+        grid = F.affine_grid(self.theta, list(moved.shape), align_corners=False)
+        moved = F.grid_sample(moved, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        return (moved * self.gain).clamp(-1, 1)
 
 
 def _soft_ellipse(size: int) -> np.ndarray:
@@ -268,9 +278,10 @@ def joint(run: Run, steps: int):
                 out, frames, targets = m_on_faces_and_frames(run, x, step)
             elif cfg.track_views > 1:
                 seed = torch.Generator().manual_seed(hash((cfg.seed, run.rank, "track", step)) % 2**63)  # resuming replays exactly
-                views = track_views(x, cfg.track_views, seed)
-                out_views = run.m_train(views).float()
-                out, later = out_views[:len(x)], run.pasted(out_views[len(x):], views[len(x):])
+                moves = TrackMoves.draw(len(x), cfg.track_views, seed, x.device)
+                views = moves.apply(x).to(x.dtype)
+                out_views = run.m_train(torch.cat([x, views])).float()
+                out, later = out_views[:len(x)], run.pasted(out_views[len(x):], views)
             else:
                 out = run.m_train(x)
             raw = out.float()
@@ -296,12 +307,9 @@ def joint(run: Run, steps: int):
             emb_mod = run.d_embed(modified if later is None else torch.cat([modified, later]), run.d).float()
         loss_priv = losses.privacy_loss(cfg.privacy_loss, run.d, emb_mod[:len(x)], emb_orig, y)
         record.update(loss_d_original=loss_d_orig.item(), loss_d_modified=loss_d_mod.item(), loss_privacy=loss_priv.item())
-        if later is not None:  # an attacker who averages D's embedding over the track must not find the person either
-            track = F.normalize(emb_mod.view(cfg.track_views, len(x), -1).mean(0), dim=1)
-            loss_track = losses.privacy_loss(cfg.privacy_loss, run.d, track, emb_orig, y)
-            record["loss_track_privacy"] = loss_track.item()
-            loss_priv = loss_priv + loss_track
         loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record)
+        if later is not None:
+            loss_m = loss_m + track_loss(run, emb_mod, emb_orig, y, modified, later, moves, record)
         run.opt_m.zero_grad(set_to_none=True)
         if with_det:
             _, opt_a, data = run.action
@@ -321,6 +329,23 @@ def joint(run: Run, steps: int):
             p.requires_grad_(True)
         record["loss_m"] = loss_m.item()
         _after_step(run, "joint", step, steps, record)
+
+
+def track_loss(run: Run, emb_mod, emb_orig, y, modified, later, moves: TrackMoves, record: dict) -> torch.Tensor:
+    """M over a whole track: its later frames show the first frame's face moved along (consistency), and D's
+    embedding averaged over the track does not find the person (track privacy); values go into `record`."""
+    cfg = run.cfg
+    total = modified.new_zeros((), dtype=torch.float32)
+    if cfg.lambda_track_consistency > 0:
+        value = losses.track_consistency(later, moves.apply(modified), run.mask)
+        total = total + cfg.lambda_track_consistency * value
+        record["loss_track_consistency"] = value.item()
+    if cfg.lambda_track_privacy > 0:
+        track = F.normalize(emb_mod.view(cfg.track_views, len(y), -1).mean(0), dim=1)
+        value = losses.privacy_loss(cfg.privacy_loss, run.d, track, emb_orig, y)
+        total = total + cfg.lambda_track_privacy * value
+        record["loss_track_privacy"] = value.item()
+    return total
 
 
 def realism_step(run: Run, x: torch.Tensor, modified: torch.Tensor, record: dict):
