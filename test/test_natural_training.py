@@ -96,7 +96,7 @@ def natural_run(tmp_path_factory):
     values = TrainConfig.load("tiny").to_dict()
     values.update(faces_root=str(require_data("lfw", "images")), cache_dir=str(tmp / "cache"), out_dir=str(tmp / "run"),
                   pretrain_d_steps=40, joint_steps=30, eval_every=30, log_every=5, track_views=3,
-                  lambda_track_consistency=1.0, lambda_track_privacy=1.0, **NATURAL)
+                  lambda_track_privacy=1.0, **NATURAL)
     cfg = TrainConfig.from_dict(values)
     out = train(cfg, ["pretrain-d", "joint", "export"])
     return cfg, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -110,7 +110,7 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
 
     cfg, records = natural_run
     joint = [r for r in records if r["kind"] == "train" and r["stage"] == "joint"]
-    for key in ("loss_r", "loss_realism", "loss_lowpass", "loss_ring", "loss_landmarks", "loss_privacy", "loss_track_privacy", "loss_track_consistency", "loss_l1"):
+    for key in ("loss_r", "loss_realism", "loss_lowpass", "loss_ring", "loss_landmarks", "loss_privacy", "loss_track_privacy", "loss_l1"):
         assert joint and all(np.isfinite(r[key]) for r in joint), key
     pretrain = [r for r in records if r["kind"] == "train" and r["stage"] == "pretrain-d"]
     assert pretrain[-1]["loss_lowpass"] < pretrain[0]["loss_lowpass"], "M did not learn the face's colour and lighting"
@@ -130,7 +130,7 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
     assert np.array_equal(out[outside], rgb[outside])
 
 
-def test_track_moves_are_small_reproducible_and_consistency_is_zero_for_a_face_that_moves_along():
+def test_track_moves_are_small_and_reproducible():
     from ros_anonymizer_training.train import TrackMoves
 
     x = real_faces(4, 64)
@@ -141,10 +141,6 @@ def test_track_moves_are_small_reproducible_and_consistency_is_zero_for_a_face_t
     other_face = (x - x.roll(1, 0)).abs().mean((1, 2, 3)).min()
     assert (change > 0.005).all() and (change < other_face).all()  # moved, but still nearer the same face than another one
     assert later.min() >= -1 and later.max() <= 1
-    mask = torch.ones(1, 1, 64, 64)
-    assert losses.track_consistency(later, moves.apply(x), mask) == 0  # the same face moved along: nothing to pay
-    repainted = moves.apply(x.roll(1, 0))  # another face in the later frames: the flicker the term removes
-    assert losses.track_consistency(repainted, later, mask) > 0.05
 
 
 def test_bad_generator_settings_stop_with_one_sentence():
@@ -155,8 +151,8 @@ def test_bad_generator_settings_stop_with_one_sentence():
     with pytest.raises(TrainConfigError, match="track_views"):
         TrainConfig.load("edge", ["track_views=0"])
     with pytest.raises(TrainConfigError, match="track_views and lambda_det"):
-        TrainConfig.load("paper", ["track_views=4", "lambda_track_consistency=1"])
-    with pytest.raises(TrainConfigError, match="lambda_track_consistency or lambda_track_privacy"):
+        TrainConfig.load("paper", ["track_views=4", "lambda_track_privacy=1"])
+    with pytest.raises(TrainConfigError, match="go together"):
         TrainConfig.load("edge", ["track_views=4"])
 
 

@@ -74,8 +74,7 @@ class TrainConfig:
     d_modified_weight: float = 1.0  # weight of D's identity loss on modified faces in the joint stage
     privacy_loss: str = "both"
     lambda_privacy: float = 1.0
-    track_views: int = 1  # >1: each face also seen in this many frames of a track (moved copies), for the two terms below
-    lambda_track_consistency: float = 0.0  # later frames show the first frame's replacement face moved along (no flicker, no averaging gain)
+    track_views: int = 1  # >1: each face also seen in this many frames of a track (moved copies), for the term below
     lambda_track_privacy: float = 0.0  # D's embedding averaged over the track's frames must not find the person either
     lambda_l1: float = 2.0
     lambda_det: float = 0.0  # weight of A's detection loss on frames with M(f) pasted (needs the action clips)
@@ -117,8 +116,10 @@ class TrainConfig:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if self.track_views < 1:
             raise TrainConfigError(f"track_views is 1 (single faces) or more (views averaged over a track), not {self.track_views}.")
-        if (self.track_views > 1) != (self.lambda_track_consistency > 0 or self.lambda_track_privacy > 0):
-            raise TrainConfigError("track_views > 1 goes with lambda_track_consistency or lambda_track_privacy > 0, and they need it.")
+        if (self.track_views > 1) != (self.lambda_track_privacy > 0):
+            raise TrainConfigError("track_views > 1 and lambda_track_privacy > 0 go together: the term averages D over the track's views.")
+        if self.lambda_track_privacy > 0 and self.lambda_privacy <= 0:
+            raise TrainConfigError("lambda_track_privacy needs lambda_privacy > 0 (the joint game against D).")
         if self.track_views > 1 and self.lambda_det > 0:
             raise TrainConfigError("track_views and lambda_det cannot be combined yet (M runs once over faces and action frames); set one of them.")
         if not 0.0 <= self.holdout_identities < 1.0:

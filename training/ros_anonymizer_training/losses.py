@@ -107,18 +107,6 @@ def ring_l1(raw: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> to
     return ((raw.float() - original.float()).abs() * ring).sum() / (ring.sum() * raw.shape[0] * raw.shape[1]).clamp_min(1)
 
 
-def track_consistency(later: torch.Tensor, first_moved: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L1, inside the blend mask, between M's output on a track's later frames and its first-frame output moved the same way.
-
-    A replacement face that moves with the person instead of being repainted
-    each frame does not flicker, and gives an attacker who averages the
-    track nothing that one frame would not: per-frame variations that cancel
-    out are what let the average drift back towards the person.
-    """
-    weight = mask.expand_as(later)
-    return ((later.float() - first_moved.float()).abs() * weight).sum() / weight.sum().clamp_min(1)
-
-
 def realism_d_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     """LSGAN (Mao et al. 2017) for the realism discriminator: real faces to 1, M's outputs to 0."""
     return 0.5 * ((real_scores.float() - 1) ** 2).mean() + 0.5 * (fake_scores.float() ** 2).mean()
