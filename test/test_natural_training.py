@@ -119,7 +119,7 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
     graph = onnx.load(exported["path"])
     assert "ConvTranspose" not in {n.op_type for n in graph.graph.node}
     backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
-    assert "lowpass generator on 8x8" in backend.metadata["trained_on"]
+    assert "lowpass generator on 8x8" in backend.metadata["trained_on"] and "track privacy over 3 views" in backend.metadata["trained_on"]
     learned = LearnedAnonymizer(backend)
     rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     out = rgb.copy()

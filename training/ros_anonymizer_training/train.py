@@ -409,6 +409,7 @@ def export_stage(run: Run):
                   f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "
                   f"lambda_landmarks={cfg.lambda_landmarks}; "
+                  + (f"track privacy over {cfg.track_views} views, lambda_track_privacy={cfg.lambda_track_privacy:g}; " if cfg.track_views > 1 else "")
                   + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "") + f"seed {cfg.seed}")
     model, name = run.m, f"anonymizer_{cfg.preset}.onnx"
     if cfg.export_detail_scale != 1.0 and cfg.m_generator == "lowpass":
