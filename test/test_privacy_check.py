@@ -20,7 +20,9 @@ def test_a_track_frame_moves_the_photo_a_little_and_is_reproducible():
 def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
     require_data("lfw", "images")
     out = tmp_path / "figures.json"
-    assert main(["--config", "edge", "--people", "3", "--baselines", "mask", "--track-frames", "3", "--json", str(out)]) == 0
+    assert main(["--config", "edge", "--people", "3", "--baselines", "mask", "--track-frames", "3", "--json", str(out),
+                 "--chart", str(tmp_path / "chart.png")]) == 0
+    assert (tmp_path / "chart.png").stat().st_size > 0 and (tmp_path / "chart_track.png").stat().st_size > 0
     figures = json.loads(out.read_text())
     original, mask = figures["original"], figures["mask"]
     assert original["faces"] == mask["faces"] == 3 and original["track_frames"] == 3
