@@ -143,6 +143,19 @@ def test_track_moves_are_small_and_reproducible():
     assert later.min() >= -1 and later.max() <= 1
 
 
+def test_track_moves_are_the_same_in_every_process():
+    """Resuming replays the same moves: their seed must not depend on Python's per-process hash salt."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from ros_anonymizer_training.train import TRACK_STREAM, step_generator; import torch; "
+            "print(torch.rand(3, generator=step_generator(0, 0, TRACK_STREAM, 7)).tolist())")
+    draws = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": salt},
+                            capture_output=True, text=True, check=True).stdout for salt in ("1", "2")}
+    assert len(draws) == 1
+
+
 def test_bad_generator_settings_stop_with_one_sentence():
     with pytest.raises(TrainConfigError, match="m_generator"):
         TrainConfig.load("edge", ["m_generator=unet"])

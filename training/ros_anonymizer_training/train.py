@@ -106,7 +106,7 @@ class Run:
 
     def batch(self, stage: str, step: int):
         """The batch for (stage, step) on this rank, a pure function of the seed: resuming replays exactly."""
-        g = torch.Generator().manual_seed(hash((self.cfg.seed, self.rank, STAGES.index(stage), step)) % 2**63)
+        g = step_generator(self.cfg.seed, self.rank, STAGES.index(stage), step)
         idx = torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=g).to(self.device)
         x, y = self.train_x[idx], self.train_y[idx]
         if self.cfg.augment:
@@ -155,6 +155,17 @@ class Run:
         checkpoint.set_rng_state(state["rng"])
         self._saved_action = (state.get("a"), state.get("opt_a"))
         return True
+
+
+TRACK_STREAM = -1  # step_generator's stream for the track moves (the stages use their index)
+
+
+def step_generator(seed: int, rank: int, stream: int, step: int) -> torch.Generator:
+    """Random numbers that are a pure function of (seed, rank, stream, step), so resuming replays exactly.
+
+    Ints only: Python salts the hash of a str differently in every process.
+    """
+    return torch.Generator().manual_seed(hash((seed, rank, stream, step)) % 2**63)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,8 +292,7 @@ def joint(run: Run, steps: int):
             if with_det:
                 out, frames, targets = m_on_faces_and_frames(run, x, step)
             elif cfg.track_views > 1:
-                seed = torch.Generator().manual_seed(hash((cfg.seed, run.rank, "track", step)) % 2**63)  # resuming replays exactly
-                moves = TrackMoves.draw(len(x), cfg.track_views, seed, x.device)
+                moves = TrackMoves.draw(len(x), cfg.track_views, step_generator(cfg.seed, run.rank, TRACK_STREAM, step), x.device)
                 views = moves.apply(x).to(x.dtype)
                 out_views = run.m_train(torch.cat([x, views])).float()
                 out, later = out_views[:len(x)], run.pasted(out_views[len(x):], views)
