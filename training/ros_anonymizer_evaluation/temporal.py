@@ -78,27 +78,37 @@ class TemporalMeter:
                "flicker_ratio": self.change_published / self.change_raw if self.change_raw > 0 else float("nan")}
         if self.recognizer is not None:
             tracks = [t for t in self.tracks if t["raw"]]
-            averaged = [_distance(np.mean(t["raw"], 0), np.mean(t["published"], 0)) for t in tracks]
             frames = [_distance(r, p) for t in tracks for r, p in zip(t["raw"], t["published"])]
+            pooled = pooled_attack([np.mean(t["raw"], 0) for t in tracks], [np.mean(t["published"], 0) for t in tracks])
             out.update(tracks=len(tracks), track_faces=len(frames),
-                       track_reidentification=_share(averaged), frame_reidentification=_share(frames),
+                       track_reidentification=pooled["reidentified"], frame_reidentification=_share(frames),
                        tracks_with_a_reidentified_frame=_share([min(_distance(r, p) for r, p in zip(t["raw"], t["published"]))
-                                                                for t in tracks]))
-            out.update(_track_controls(tracks))
+                                                                for t in tracks]),
+                       track_rank1=pooled["rank1"], track_rank1_chance=pooled["rank1_chance"],
+                       impostor_track_match=pooled["impostor_match"])
         return out
 
 
-def _track_controls(tracks: list[dict]) -> dict:
-    """Track rank-1 among all raw tracks and dlib's impostor rate between raw tracks; NaN with fewer than two tracks."""
-    if len(tracks) < 2:
-        return {"track_rank1": float("nan"), "track_rank1_chance": float("nan"), "impostor_track_match": float("nan")}
-    raw = np.array([np.mean(t["raw"], 0) for t in tracks], np.float64)
-    published = np.array([np.mean(t["published"], 0) for t in tracks], np.float64)
+def pooled_attack(raw, published) -> dict:
+    """The attack on averaged embeddings, one per track (or person): raw and published, T embeddings each.
+
+    reidentified: share of tracks whose published average lies within 0.6 of
+    their raw one; rank1: share nearest their own raw average among all T
+    (chance 1/T); impostor_match: share of pairs of different raw averages
+    dlib already matches. NaN where there are too few tracks to say.
+    """
+    nan = float("nan")
+    out = {"reidentified": nan, "rank1": nan, "rank1_chance": nan, "impostor_match": nan}
+    if not len(raw):
+        return out
+    raw, published = np.asarray(raw, np.float64), np.asarray(published, np.float64)
     to_raw = np.linalg.norm(published[:, None] - raw[None], axis=2)
-    between = np.linalg.norm(raw[:, None] - raw[None], axis=2)[np.triu_indices(len(tracks), 1)]
-    return {"track_rank1": float(np.mean(np.argmin(to_raw, 1) == np.arange(len(tracks)))),
-            "track_rank1_chance": 1 / len(tracks),
-            "impostor_track_match": float(np.mean(between < DISTANCE_THRESHOLD))}
+    out["reidentified"] = _share(list(np.diag(to_raw)))
+    if len(raw) >= 2:
+        between = np.linalg.norm(raw[:, None] - raw[None], axis=2)[np.triu_indices(len(raw), 1)]
+        out.update(rank1=float(np.mean(np.argmin(to_raw, 1) == np.arange(len(raw)))), rank1_chance=1 / len(raw),
+                   impostor_match=float(np.mean(between < DISTANCE_THRESHOLD)))
+    return out
 
 
 def _region(a: np.ndarray, b: np.ndarray, shape) -> tuple[slice, slice] | None:
