@@ -29,13 +29,16 @@ def real_faces(n: int = 8, size: int = 32) -> torch.Tensor:
     return torch.nn.functional.interpolate(x, size=(size, size), mode="area")
 
 
-def test_edge_generator_has_no_transposed_convolution_and_sees_only_the_low_pass_copy():
-    cfg = TrainConfig.load("edge")
+@pytest.mark.parametrize("coarse", [{}, {"m_input_size": 4, "m_grid_size": 8}], ids=["edge", "4x4 input on the 8x8 grid"])
+def test_edge_generator_has_no_transposed_convolution_and_sees_only_the_low_pass_copy(coarse):
+    cfg = TrainConfig.load("edge", [f"{k}={v}" for k, v in coarse.items()])
     m = build_anonymizer(cfg).eval()
     assert isinstance(m, LowPassAnonymizer)
     assert not [layer for layer in m.modules() if isinstance(layer, torch.nn.ConvTranspose2d)]
     paper = build_anonymizer(TrainConfig.load("paper"))  # the authors' generator keeps its transposed convolutions
     assert [layer for layer in paper.modules() if isinstance(layer, torch.nn.ConvTranspose2d)]
+    edge = build_anonymizer(TrainConfig.load("edge")).state_dict()  # the same weights: a coarser M can start from an edge M
+    assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in edge.items()}
     faces = real_faces(4, 64)
     block = cfg.crop_size // cfg.m_input_size  # detail with zero mean in every block is invisible to M: it cannot pass identity on
     detail = torch.randn(4, 3, 64, 64)
@@ -161,6 +164,8 @@ def test_bad_generator_settings_stop_with_one_sentence():
         TrainConfig.load("edge", ["m_generator=unet"])
     with pytest.raises(TrainConfigError, match="m_input_size"):
         TrainConfig.load("edge", ["m_input_size=7"])
+    with pytest.raises(TrainConfigError, match="m_grid_size"):
+        TrainConfig.load("edge", ["m_input_size=8", "m_grid_size=4"])
     with pytest.raises(TrainConfigError, match="track_views"):
         TrainConfig.load("edge", ["track_views=0"])
     with pytest.raises(TrainConfigError, match="track_views and lambda_det"):
@@ -206,6 +211,12 @@ def test_interpolation_refuses_bad_input_with_one_sentence(natural_run, tmp_path
     assert "cannot read the anonymizer" in capsys.readouterr().err
     assert interpolate_main(["--config", "edge", "a.onnx", "b.onnx", "--toward", "1.5", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "from 0 to 1" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+    cfg, records = natural_run  # the same weights fit a coarser-input M: only running the parents tells them apart
+    first = [r for r in records if r["kind"] == "export"][-1]["path"]
+    coarser = tmp_path / "coarser.yaml"
+    coarser.write_text(json.dumps({**cfg.to_dict(), "m_input_size": 4, "m_grid_size": cfg.m_input_size}))
+    assert interpolate_main(["--config", str(coarser), first, first, "--toward", "0.5", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "is not the network" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
 
 
 def test_the_bundled_anonymizer_cannot_see_detail_finer_than_its_low_pass_copy():

@@ -47,6 +47,7 @@ class TrainConfig:
     m_generator: str = "resnet"  # resnet: the authors' generator; lowpass: paints a face over an m_input_size low-pass copy
     m_upsample: str = "transpose"  # resnet only: transpose (the authors') or resize (nearest resize + conv, no checkerboard)
     m_input_size: int = 8  # lowpass only: the side of the area-downsampled crop M sees (what of identity can reach it)
+    m_grid_size: int = 0  # lowpass only: the side M's network starts at, the input resized to it; 0: m_input_size
     m_channels: int = 32
     export_detail_scale: float = 1.0  # lowpass only: the exported M paints this fraction of its residual (privacy/naturalness knob)
     m_blocks: int = 3
@@ -112,6 +113,8 @@ class TrainConfig:
             size = getattr(self, name)
             if size < 4 or self.crop_size % size:
                 raise TrainConfigError(f"{name} must be at least 4 and divide crop_size ({self.crop_size}), not {size}.")
+        if self.m_grid_size and (self.m_grid_size < self.m_input_size or self.crop_size % self.m_grid_size):
+            raise TrainConfigError(f"m_grid_size is 0 or at least m_input_size ({self.m_input_size}) and divides crop_size, not {self.m_grid_size}.")
         if not 0.0 < self.face_score_target < 1.0:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if self.track_views < 1:

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .config import TrainConfig, TrainConfigError
-from .export import ExportError, anonymizer_weights, export_anonymizer
+from .export import ExportError, anonymizer_weights, export_anonymizer, verify_against_torch
 from .models.anonymizer import build_anonymizer
 
 
@@ -28,8 +28,15 @@ def interpolate(cfg: TrainConfig, first: Path, second: Path, toward: float, out:
 
     if not 0.0 <= toward <= 1.0:
         raise ExportError(f"--toward is the second model's share, from 0 to 1, not {toward}.")
-    model = build_anonymizer(cfg)
+    model = build_anonymizer(cfg).eval()
     a, b = anonymizer_weights(first, model.state_dict()), anonymizer_weights(second, model.state_dict())
+    for path, weights in ((first, a), (second, b)):  # the weights fit, but is it this network (m_input_size is no weight)?
+        model.load_state_dict(weights)
+        try:
+            verify_against_torch(model, path.read_bytes(), cfg.crop_size, batches=(2,))
+        except ExportError:
+            raise ExportError(f"{path} is not the network --config {cfg.preset} describes (its input size differs?); "
+                              "give the config it was trained with.") from None
     model.load_state_dict({k: (1 - toward) * a[k] + toward * b[k] if a[k].is_floating_point() else b[k] for k in a})
     meta = {p.key: p.value for p in onnx.load(str(second)).metadata_props}
     first_meta = {p.key: p.value for p in onnx.load(str(first)).metadata_props}

@@ -72,18 +72,22 @@ class Anonymizer(nn.Module):
 class LowPassAnonymizer(nn.Module):
     """Paints a face over the crop's low-pass copy; nothing finer than `input_size` reaches the network.
 
-    crop S -> average pool to input_size -> conv + one stride-2 stage -> residual
-    blocks at input_size/2 -> resize-conv stages back to S (channels halving,
-    at least `channels // 2`) -> 3x3 conv to a residual added to the bilinear
-    upsampling of the low-pass input, clipped to [-1, 1].
+    crop S -> average pool to input_size -> (bilinear resize to grid_size) ->
+    conv + one stride-2 stage -> residual blocks at grid_size/2 -> resize-conv
+    stages back to S (channels halving, at least `channels // 2`) -> 3x3 conv
+    to a residual added to the bilinear upsampling of the low-pass input,
+    clipped to [-1, 1]. A grid finer than the input keeps the network of a
+    finer-input M, so a coarser M can start from its weights.
     """
 
-    def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2):
+    def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2, grid_size: int = 0):
         super().__init__()
         self.pool = crop_size // input_size
+        self.grid = grid_size or input_size
+        self.grid_scale = float(self.grid // input_size)
         c = channels * 4  # widest at the bottleneck, where it costs least
         layers = _conv_block(3, c // 2, 3) + _conv_block(c // 2, c, 3, 2) + [ResidualBlock(c) for _ in range(blocks)]
-        size, width = input_size // 2, c
+        size, width = self.grid // 2, c
         while size < crop_size:
             out = max(width // 2, channels // 2)
             layers += _up_block(width, out, "resize")
@@ -106,10 +110,11 @@ class LowPassAnonymizer(nn.Module):
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         low = F.avg_pool2d(faces, self.pool)
         base = F.interpolate(low, scale_factor=float(self.pool), mode="bilinear", align_corners=False)
-        return (base + self.net(low)).clamp(-1, 1)
+        grid = low if self.grid_scale == 1 else F.interpolate(low, scale_factor=self.grid_scale, mode="bilinear", align_corners=False)
+        return (base + self.net(grid)).clamp(-1, 1)
 
 
 def build_anonymizer(cfg) -> nn.Module:
     if cfg.m_generator == "lowpass":
-        return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks)
+        return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks, cfg.m_grid_size)
     return Anonymizer(cfg.m_channels, cfg.m_blocks, cfg.m_upsample)
