@@ -97,3 +97,15 @@ def test_track_rank1_tells_whose_face_a_track_shows_and_the_impostor_rate_is_dli
     assert recorded["tracks"] == 2 and recorded["track_rank1_chance"] == 0.5
     assert recorded["track_rank1"] == 1.0 and swap["track_rank1"] == 0.0
     assert recorded["impostor_track_match"] == 0.0  # two real people: dlib keeps them apart
+    assert recorded["track_matches_others"] == 0.0 and swap["track_matches_others"] == 1.0  # swapped: each shows the other
+
+
+def test_a_generic_face_matches_its_person_no_more_than_anyone_else():
+    """One embedding painted over everyone: near all of them, so its matches say nothing of who anyone is."""
+    from ros_anonymizer_evaluation.temporal import pooled_attack
+
+    raw = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5], [3.0, 3.0]])
+    generic = pooled_attack(raw, np.full_like(raw, 0.2))
+    assert generic["reidentified"] == generic["published_matches_others"] == 0.75  # 9 of the 12 (face, someone else) pairs
+    own = pooled_attack(raw, raw + 0.05)
+    assert own["reidentified"] == 1.0 and own["published_matches_others"] == pytest.approx(4 / 12) and own["rank1"] == 1.0

@@ -29,6 +29,7 @@ def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
     assert original["matched"] == 1.0 and original["track_matched"] == 1.0 and original["track_rank1"] == 1.0
     assert mask["matched"] == 0.0 and mask["track_matched"] == 0.0
     assert original["track_impostor_match"] == 0.0  # three different real people: dlib keeps their tracks apart
+    assert original["matched_others"] == 0.0 and original["track_matched_others"] == 0.0
     assert "tracks of 3 frames" in capsys.readouterr().out
 
 

@@ -85,7 +85,7 @@ class TemporalMeter:
                        tracks_with_a_reidentified_frame=_share([min(_distance(r, p) for r, p in zip(t["raw"], t["published"]))
                                                                 for t in tracks]),
                        track_rank1=pooled["rank1"], track_rank1_chance=pooled["rank1_chance"],
-                       impostor_track_match=pooled["impostor_match"])
+                       impostor_track_match=pooled["impostor_match"], track_matches_others=pooled["published_matches_others"])
         return out
 
 
@@ -95,10 +95,13 @@ def pooled_attack(raw, published) -> dict:
     reidentified: share of tracks whose published average lies within 0.6 of
     their raw one; rank1: share nearest their own raw average among all T
     (chance 1/T); impostor_match: share of pairs of different raw averages
-    dlib already matches. NaN where there are too few tracks to say.
+    dlib already matches; published_matches_others: share of pairs (a
+    published track, another person's raw track) within 0.6, the rate at
+    which a match says nothing of who it is (a filter that paints one
+    generic face matches many people). NaN where there are too few tracks.
     """
     nan = float("nan")
-    out = {"reidentified": nan, "rank1": nan, "rank1_chance": nan, "impostor_match": nan}
+    out = {"reidentified": nan, "rank1": nan, "rank1_chance": nan, "impostor_match": nan, "published_matches_others": nan}
     if not len(raw):
         return out
     raw, published = np.asarray(raw, np.float64), np.asarray(published, np.float64)
@@ -106,8 +109,10 @@ def pooled_attack(raw, published) -> dict:
     out["reidentified"] = _share(list(np.diag(to_raw)))
     if len(raw) >= 2:
         between = np.linalg.norm(raw[:, None] - raw[None], axis=2)[np.triu_indices(len(raw), 1)]
+        others = to_raw[~np.eye(len(raw), dtype=bool)]
         out.update(rank1=float(np.mean(np.argmin(to_raw, 1) == np.arange(len(raw)))), rank1_chance=1 / len(raw),
-                   impostor_match=float(np.mean(between < DISTANCE_THRESHOLD)))
+                   impostor_match=float(np.mean(between < DISTANCE_THRESHOLD)),
+                   published_matches_others=float(np.mean(others < DISTANCE_THRESHOLD)))
     return out
 
 

@@ -12,7 +12,10 @@ face and the runtime's filter anonymizes the frame, then:
   knows where it was: the located attack), lies within 0.6 of the
   original's embedding; the same when dlib must find the face itself;
   rank-1: the located embedding's nearest gallery face is the same person
-  (chance: 1 / gallery size);
+  (chance: 1 / gallery size); [others]: how often the anonymized face lies
+  within 0.6 of *another* person's original, the level at which a match
+  says nothing of who it is (a filter that paints one generic face matches
+  many people; re-id well above [others] is the person's own identity);
 - naturalness, judges no training term uses (ros_anonymizer_evaluation.judges):
   dlib's HOG and CNN face detectors find a face overlapping the original's,
   and the 68-point landmarks on the output move little from the original's
@@ -25,7 +28,8 @@ face and the runtime's filter anonymizes the frame, then:
   scaled and lit a little differently, with sensor noise); dlib's located
   embeddings of the anonymized frames are averaged, as an attacker holding
   the whole track would, and compared with the raw frames' average
-  (re-identified under 0.6; track rank-1 among all people's raw averages).
+  (re-identified under 0.6, [others] as above; track rank-1 among all
+  people's raw averages).
   One frame's attack can miss what the average finds: M's per-frame
   variations cancel and whatever it keeps of the person adds up.
 """
@@ -89,6 +93,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     keys = ("matched", "matched_dlib_detector", "rank1", "hog_found", "cnn_found", "centerface_found", "displacement", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
     noise = []
+    singles = {"raw": [], **{name: [] for name in methods}}  # per person, the one frame's embeddings
     tracks = {"raw": [], **{name: [] for name in methods}}  # per person, the average over the track's frames
     rng = np.random.default_rng(0)
     for person, (path, _) in enumerate(tqdm(people, desc="privacy check", unit="img")):
@@ -100,12 +105,14 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
         landmarks = judges.landmarks(rgb, original.box)
         noise.append(judges.landmark_noise(rgb, original.box))
         boxes = runtime_detector(rgb).boxes
+        singles["raw"].append(original.embedding)
         for name, (config, learned) in methods.items():
             out = rgb if config is None else apply_filter(rgb, boxes, config, learned)[0]
             if samples is not None and person < sample_people:
                 samples.setdefault(name, []).append(_around(out, original.box))
             c = counts[name]
             embedding = recognizer.embed_at(out, original)
+            singles[name].append(embedding)
             distance = float(np.linalg.norm(embedding - original.embedding))
             c["distance"].append(distance)
             c["matched"].append(distance < DISTANCE_THRESHOLD)
@@ -130,9 +137,12 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
                          "landmark_displacement": float(np.median(c["displacement"])) if n else float("nan"),
                          "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
                          "centerface_found_training_detector": mean("centerface_found"),
-                         "median_distance": float(np.median(c["distance"])) if n else float("nan")}
+                         "median_distance": float(np.median(c["distance"])) if n else float("nan"),
+                         "matched_others": _pooled(singles, name)["published_matches_others"]}
         if track_frames > 1:
-            results[name].update(_track_figures(tracks, name), track_frames=track_frames)
+            track = _pooled(tracks, name)
+            results[name].update(track_matched=track["reidentified"], track_rank1=track["rank1"], track_impostor_match=track["impostor_match"],
+                                 track_matched_others=track["published_matches_others"], track_frames=track_frames)
     return results
 
 
@@ -158,12 +168,11 @@ def _add_track(tracks: dict, rgb, original, methods: dict, frames: int, rng, rec
         tracks[name].append(np.mean(published[name], 0))
 
 
-def _track_figures(tracks: dict, name: str) -> dict:
-    """Track re-id (averaged anonymized within 0.6 of averaged raw), track rank-1 among all raw averages, dlib's impostor rate."""
+def _pooled(embeddings: dict, name: str) -> dict:
+    """The located attack over all people at once: own match, rank-1, and how often the output matches someone else."""
     from ros_anonymizer_evaluation.temporal import pooled_attack
 
-    pooled = pooled_attack(tracks["raw"], tracks[name])
-    return {"track_matched": pooled["reidentified"], "track_rank1": pooled["rank1"], "track_impostor_match": pooled["impostor_match"]}
+    return pooled_attack(embeddings["raw"], embeddings[name])
 
 
 def _around(rgb: np.ndarray, box: np.ndarray, size: int = 112) -> np.ndarray:
@@ -286,18 +295,19 @@ def main(argv=None) -> int:
     for r in measured.values():
         r["people"] = [str(p) for p, _ in people]
     results = {**earlier, **measured}
-    print(f"{'method':42s} faces  re-id(located) re-id(dlib finds) rank-1 (chance)  HOG found  CNN found  landmarks (noise)  CenterFace [training detector]")
+    print(f"{'method':42s} faces  re-id(located) [others] re-id(dlib finds) rank-1 (chance)  HOG found  CNN found  landmarks (noise)  CenterFace [training detector]")
     for name, r in results.items():
-        print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} {r['matched_dlib_detector']:16.1%} {r['rank1']:6.1%} ({r['rank1_chance']:.1%})"
+        others = r.get("matched_others", float("nan"))  # earlier --json runs may predate the control
+        print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} [{others:5.1%}] {r['matched_dlib_detector']:16.1%} {r['rank1']:6.1%} ({r['rank1_chance']:.1%})"
               f"  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})"
               f"  {r['centerface_found_training_detector']:9.1%}")
     tracked = {name: r for name, r in results.items() if "track_matched" in r}
     if tracked:
         first = next(iter(tracked.values()))
         print(f"\ntracks of {first['track_frames']} frames (dlib matches {first['track_impostor_match']:.1%} of pairs of different people's raw tracks)")
-        print(f"{'method':42s} track re-id  track rank-1")
+        print(f"{'method':42s} track re-id [others]  track rank-1")
         for name, r in tracked.items():
-            print(f"{name:42s} {r['track_matched']:11.1%}  {r['track_rank1']:12.1%}")
+            print(f"{name:42s} {r['track_matched']:11.1%} [{r.get('track_matched_others', float('nan')):5.1%}]  {r['track_rank1']:12.1%}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if args.chart:
