@@ -235,3 +235,19 @@ def test_the_bundled_anonymizer_cannot_see_detail_finer_than_its_low_pass_copy()
     out = backend.run({"faces": faces})["anonymized"]
     np.testing.assert_allclose(backend.run({"faces": faces + detail})["anonymized"], out, atol=1e-4)
     assert np.abs(out - faces).mean() > 0.02  # ... and it does repaint the face
+
+
+def test_a_run_can_start_from_an_earlier_runs_realism_discriminator(natural_run, tmp_path):
+    from ros_anonymizer_training import checkpoint
+
+    cfg, _ = natural_run
+    trained_r = checkpoint.load(cfg.out_dir)["r"]
+    values = {**cfg.to_dict(), "out_dir": str(tmp_path / "carried"), "init_realism": cfg.out_dir, "pretrain_d_steps": 1}
+    train(TrainConfig.from_dict(values), ["pretrain-d"])
+    carried = checkpoint.load(tmp_path / "carried")["r"]
+    train(TrainConfig.from_dict({**values, "out_dir": str(tmp_path / "fresh"), "init_realism": ""}), ["pretrain-d"])
+    fresh = checkpoint.load(tmp_path / "fresh")["r"]
+    moved = lambda r: max(float((r[k] - trained_r[k]).abs().max()) for k in trained_r if r[k].is_floating_point())
+    assert moved(carried) < 0.01 < moved(fresh)  # one step of Adam at 2e-4 from the trained R, against a new one
+    with pytest.raises(TrainConfigError, match="init_realism"):
+        train(TrainConfig.from_dict({**values, "out_dir": str(tmp_path / "other"), "r_channels": cfg.r_channels * 2}), ["pretrain-d"])

@@ -88,6 +88,7 @@ class TrainConfig:
     lambda_landmarks: float = 0.0  # CenterFace's landmarks and box size on the output match the input's (pose, expression)
     landmark_faces: int = 0  # faces of each batch the landmark term looks at; 0: all (CenterFace is the costliest critic)
     init_anonymizer: str = ""  # an exported anonymizer ONNX whose weights start M (fine-tuning); "": random start
+    init_realism: str = ""  # an earlier run's checkpoint (folder or last.pt) whose realism discriminator R starts this run's
 
     # Action detector A (training/models/action_detector.py, training/data/actions.py).
     jhmdb_root: str = "../shared/data/jhmdb"  # "" leaves JHMDB out

@@ -420,7 +420,8 @@ def export_stage(run: Run):
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "
                   f"lambda_landmarks={cfg.lambda_landmarks}; "
                   + (f"track privacy over {cfg.track_views} views, lambda_track_privacy={cfg.lambda_track_privacy:g}; " if cfg.track_views > 1 else "")
-                  + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "") + f"seed {cfg.seed}")
+                  + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "")
+                  + (f"R carried over from {cfg.init_realism}; " if cfg.init_realism else "") + f"seed {cfg.seed}")
     model, name = run.m, f"anonymizer_{cfg.preset}.onnx"
     if cfg.export_detail_scale != 1.0 and cfg.m_generator == "lowpass":
         model, name = copy.deepcopy(run.m), f"anonymizer_{cfg.preset}_detail{cfg.export_detail_scale:g}.onnx"
@@ -531,6 +532,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def _realism_weights(path: str, expected: dict) -> dict:
+    """R's weights from an earlier run's checkpoint: a trained critic, so a fine-tune need not wait for a fresh one."""
+    saved = checkpoint.load(path).get("r")
+    if saved is None or {k: tuple(v.shape) for k, v in saved.items()} != {k: tuple(v.shape) for k, v in expected.items()}:
+        raise TrainConfigError(f"init_realism: {path} holds no realism discriminator of this preset's shape "
+                               "(r_channels, r_layers); give the checkpoint of a run with the same settings.")
+    return saved
+
+
 def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
     out = Path(cfg.out_dir)
     run = Run(cfg)
@@ -544,6 +554,8 @@ def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
     resumed = run.restore()
     if not resumed and cfg.init_anonymizer:
         run.m.load_state_dict(export.anonymizer_weights(cfg.init_anonymizer, run.m.state_dict(), "init_anonymizer"))
+    if not resumed and cfg.init_realism:
+        run.r.load_state_dict(_realism_weights(cfg.init_realism, run.r.state_dict()))
     run.action = _load_action_detector(run)
     if run.action is not None and resumed and run._saved_action[0] is not None:
         run.action[0].load_state_dict(run._saved_action[0])
