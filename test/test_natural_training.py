@@ -41,10 +41,10 @@ def test_edge_generator_has_no_transposed_convolution_and_sees_only_the_low_pass
     assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in edge.items()}
     faces = real_faces(4, 64)
     block = cfg.crop_size // cfg.m_input_size  # detail with zero mean in every block is invisible to M: it cannot pass identity on
-    detail = torch.randn(4, 3, 64, 64)
+    detail = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     detail -= torch.nn.functional.avg_pool2d(detail, block).repeat_interleave(block, 2).repeat_interleave(block, 3)
-    with torch.no_grad():
-        torch.testing.assert_close(m(faces), m(faces + 0.3 * detail), atol=1e-5, rtol=0)
+    with torch.no_grad():  # float32 rounding of the pooled sums only: seen detail moves the output by 1e-2 and more
+        torch.testing.assert_close(m(faces), m(faces + 0.3 * detail), atol=1e-4, rtol=0)
         assert not torch.allclose(m(faces), m(faces * 0.5), atol=1e-3)  # ... while the coarse picture does reach it
         m.scale_detail(0.0)  # the trade-off knob at its end: nothing painted, the low-pass copy itself
         base = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(faces, block), scale_factor=float(block), mode="bilinear")
@@ -220,7 +220,7 @@ def test_interpolation_refuses_bad_input_with_one_sentence(natural_run, tmp_path
 
 
 def test_the_bundled_anonymizer_cannot_see_detail_finer_than_its_low_pass_copy():
-    """The shipped M's privacy floor is structural: identity detail with zero mean in each 8x8 block of the crop never reaches it."""
+    """The shipped M's privacy floor is structural: identity detail with zero mean in each 16x16 block of the crop never reaches it."""
     import onnx
 
     from ros_anonymizer.backends import load_backend
@@ -229,9 +229,10 @@ def test_the_bundled_anonymizer_cannot_see_detail_finer_than_its_low_pass_copy()
     backend = load_backend(bundled_model(BUNDLED_ANONYMIZER), "onnxruntime", use_gpu=False)
     assert "ConvTranspose" not in {n.op_type for n in onnx.load(str(bundled_model(BUNDLED_ANONYMIZER))).graph.node}  # no checkerboard
     faces = real_faces(4, 64).numpy()
-    block = 8
+    cell = 16  # it sees a 4x4 copy of the 64x64 crop
     detail = np.random.default_rng(0).normal(0, 0.3, faces.shape).astype(np.float32)
-    detail -= detail.reshape(4, 3, block, 8, block, 8).mean(axis=(3, 5), keepdims=True).repeat(8, 3).repeat(8, 5).reshape(detail.shape)
+    cells = detail.reshape(4, 3, 64 // cell, cell, 64 // cell, cell).mean(axis=(3, 5), keepdims=True)
+    detail -= cells.repeat(cell, 3).repeat(cell, 5).reshape(detail.shape)
     out = backend.run({"faces": faces})["anonymized"]
     np.testing.assert_allclose(backend.run({"faces": faces + detail})["anonymized"], out, atol=1e-4)
     assert np.abs(out - faces).mean() > 0.02  # ... and it does repaint the face
