@@ -166,6 +166,8 @@ def test_bad_generator_settings_stop_with_one_sentence():
         TrainConfig.load("edge", ["m_input_size=7"])
     with pytest.raises(TrainConfigError, match="m_grid_size"):
         TrainConfig.load("edge", ["m_input_size=8", "m_grid_size=4"])
+    with pytest.raises(TrainConfigError, match="m_grid_size"):  # the copy is resized by a whole factor
+        TrainConfig.load("edge", ["crop_size=96", "m_input_size=6", "lowpass_size=6", "m_grid_size=8"])
     with pytest.raises(TrainConfigError, match="track_views"):
         TrainConfig.load("edge", ["track_views=0"])
     with pytest.raises(TrainConfigError, match="track_views and lambda_det"):

@@ -114,8 +114,8 @@ class TrainConfig:
             size = getattr(self, name)
             if size < 4 or self.crop_size % size:
                 raise TrainConfigError(f"{name} must be at least 4 and divide crop_size ({self.crop_size}), not {size}.")
-        if self.m_grid_size and (self.m_grid_size < self.m_input_size or self.crop_size % self.m_grid_size):
-            raise TrainConfigError(f"m_grid_size is 0 or at least m_input_size ({self.m_input_size}) and divides crop_size, not {self.m_grid_size}.")
+        if self.m_grid_size and (self.m_grid_size % self.m_input_size or self.crop_size % self.m_grid_size):
+            raise TrainConfigError(f"m_grid_size is 0 or a multiple of m_input_size ({self.m_input_size}) that divides crop_size, not {self.m_grid_size}.")
         if not 0.0 < self.face_score_target < 1.0:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if self.track_views < 1:

@@ -84,7 +84,7 @@ class LowPassAnonymizer(nn.Module):
         super().__init__()
         self.pool = crop_size // input_size
         self.grid = grid_size or input_size
-        self.grid_scale = float(self.grid // input_size)
+        self.grid_scale = self.grid / input_size
         c = channels * 4  # widest at the bottleneck, where it costs least
         layers = _conv_block(3, c // 2, 3) + _conv_block(c // 2, c, 3, 2) + [ResidualBlock(c) for _ in range(blocks)]
         size, width = self.grid // 2, c
