@@ -1,4 +1,4 @@
-"""The independent naturalness judges (dlib HOG/CNN, 68-point landmarks) and the video figures (flicker, track re-id)."""
+"""The independent naturalness judges (dlib HOG/CNN, MTCNN, 68-point landmarks) and the video figures (flicker, track re-id)."""
 from __future__ import annotations
 
 import numpy as np
@@ -27,12 +27,12 @@ def test_a_real_face_is_a_face_and_a_grey_square_is_none(judges, face):
     rgb, box = face
     landmarks = judges.landmarks(rgb, box)
     same = judges.judge(rgb, box, landmarks)
-    assert same.hog_found and same.cnn_found and same.displacement == 0.0
+    assert same.hog_found and same.cnn_found and same.mtcnn_found and same.displacement == 0.0
     grey = rgb.copy()
     x1, y1, x2, y2 = box.astype(int)
     grey[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
     verdict = judges.judge(grey, box, landmarks)
-    assert not verdict.hog_found and not verdict.cnn_found
+    assert not verdict.hog_found and not verdict.cnn_found and not verdict.mtcnn_found
     noise = judges.landmark_noise(rgb, box)
     assert 0.0 < noise < 0.05 < verdict.displacement  # the predictor's own noise is small; a face that is gone moves the points
 

@@ -6,6 +6,7 @@ These judges come from another lineage and another author (dlib, from the
 face-recognition-models wheel) and are never imported by the trainer:
 - dlib's HOG + linear SVM frontal face detector;
 - dlib's CNN face detector (max-margin object detection, MMOD);
+- MTCNN, a third detector from another lineage (ros_anonymizer_evaluation.facenet);
 - dlib's 68-point shape predictor, for how far the output's landmarks
   (eyes, brows, nose, mouth, jaw) moved from the original's: pose and
   expression kept or not. The displacement is the mean point distance over
@@ -21,6 +22,7 @@ import numpy as np
 
 from ros_anonymizer.faces import box_iou
 
+from .facenet import Mtcnn
 from .recognizer import MIN_OVERLAP, import_dlib, model_file
 
 # The 68-point scheme's mirror image: point i of a flipped face is point MIRROR_68[i] of the face.
@@ -34,19 +36,21 @@ OUTER_EYE_CORNERS = (36, 45)
 class Verdict:
     hog_found: bool  # dlib's HOG detector finds a face overlapping the original face
     cnn_found: bool  # dlib's CNN (MMOD) detector does
+    mtcnn_found: bool  # MTCNN does
     displacement: float  # mean 68-point landmark distance from the original's, over the inter-ocular distance
 
 
 class NaturalnessJudges:
-    """dlib's HOG and CNN face detectors and 68-point landmarks, at fixed settings (upsample 0: LFW-sized faces)."""
+    """dlib's HOG and CNN face detectors, MTCNN, and dlib's 68-point landmarks, at fixed settings (upsample 0: LFW-sized faces)."""
 
-    def __init__(self, upsample: int = 0):
+    def __init__(self, upsample: int = 0, mtcnn: Mtcnn | None = None):
         dlib = import_dlib("the naturalness judges need")
         self._dlib = dlib
         self.upsample = upsample
         self._hog = dlib.get_frontal_face_detector()
         self._cnn = dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
         self._shape = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
+        self.mtcnn = mtcnn or Mtcnn()
 
     def hog(self, rgb: np.ndarray) -> np.ndarray:
         return _boxes(self._hog(np.ascontiguousarray(rgb), self.upsample))
@@ -70,7 +74,7 @@ class NaturalnessJudges:
 
     def judge(self, output: np.ndarray, box: np.ndarray, original_landmarks: np.ndarray) -> Verdict:
         """What the judges say of `output`, where the original face was at `box` with `original_landmarks`."""
-        return Verdict(found_at(self.hog(output), box), found_at(self.cnn(output), box),
+        return Verdict(found_at(self.hog(output), box), found_at(self.cnn(output), box), found_at(self.mtcnn.boxes(output), box),
                        normalised_displacement(original_landmarks, self.landmarks(output, box)))
 
 

@@ -262,6 +262,7 @@ class LfwStudy:
             "judged_faces": len(judged),  # the located probes: dlib's detectors and landmarks, which no training term uses
             "dlib_cnn_found": _mean([v.cnn_found for v in judged]),
             "dlib_hog_found": _mean([v.hog_found for v in judged]),
+            "mtcnn_found": _mean([v.mtcnn_found for v in judged]),
             "landmark_displacement": float(np.median(displacement)) if displacement else float("nan"),
             "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
             "images": len(still_found),

@@ -47,6 +47,7 @@ def headline_rows(report: dict) -> list[list[str]]:
             _pct(_get(row, "privacy", "rank1_identification")),
             _pct(_get(row, "privacy", "naturalness", "dlib_cnn_found")),
             _pct(_get(row, "privacy", "naturalness", "dlib_hog_found")),
+            _pct(_get(row, "privacy", "naturalness", "mtcnn_found")),
             _num(_get(row, "privacy", "naturalness", "landmark_displacement"), 3),
             _num(_get(row, "clips", "video", "flicker_ratio")),
             _pct(_get(row, "clips", "video", "track_reidentification")),
@@ -70,7 +71,7 @@ def _fps(median_ms: float) -> str:
 
 
 HEADERS = ["method", "re-id", "re-id located", "dlib no face", "verification", "rank-1", "dlib CNN finds a face",
-           "dlib HOG finds a face", "landmark displacement", "video flicker", "track re-id", "track rank-1 (chance)", "CenterFace finds a face (training detector)",
+           "dlib HOG finds a face", "MTCNN finds a face", "landmark displacement", "video flicker", "track re-id", "track rank-1 (chance)", "CenterFace finds a face (training detector)",
            "SSIM face", "SSIM outside", "frame-mAP", "person AP", "agreement F1", "leaked frames (no persistence)", "frames/s (median)"]
 
 

@@ -89,14 +89,15 @@ class TemporalMeter:
         return out
 
 
-def pooled_attack(raw, published) -> dict:
+def pooled_attack(raw, published, threshold: float = DISTANCE_THRESHOLD) -> dict:
     """The attack on averaged embeddings, one per track (or person): raw and published, T embeddings each.
 
-    reidentified: share of tracks whose published average lies within 0.6 of
-    their raw one; rank1: share nearest their own raw average among all T
-    (chance 1/T); impostor_match: share of pairs of different raw averages
-    dlib already matches; published_matches_others: share of pairs (a
-    published track, another person's raw track) within 0.6, the rate at
+    reidentified: share of tracks whose published average lies within
+    `threshold` (dlib's 0.6 unless another recognizer's) of their raw one;
+    rank1: share nearest their own raw average among all T (chance 1/T);
+    impostor_match: share of pairs of different raw averages the recognizer
+    already matches; published_matches_others: share of pairs (a published
+    track, another person's raw track) within the threshold, the rate at
     which a match says nothing of who it is (a filter that paints one
     generic face matches many people). NaN where there are too few tracks.
     """
@@ -106,13 +107,13 @@ def pooled_attack(raw, published) -> dict:
         return out
     raw, published = np.asarray(raw, np.float64), np.asarray(published, np.float64)
     to_raw = np.linalg.norm(published[:, None] - raw[None], axis=2)
-    out["reidentified"] = _share(list(np.diag(to_raw)))
+    out["reidentified"] = _share(list(np.diag(to_raw)), threshold)
     if len(raw) >= 2:
         between = np.linalg.norm(raw[:, None] - raw[None], axis=2)[np.triu_indices(len(raw), 1)]
         others = to_raw[~np.eye(len(raw), dtype=bool)]
         out.update(rank1=float(np.mean(np.argmin(to_raw, 1) == np.arange(len(raw)))), rank1_chance=1 / len(raw),
-                   impostor_match=float(np.mean(between < DISTANCE_THRESHOLD)),
-                   published_matches_others=float(np.mean(others < DISTANCE_THRESHOLD)))
+                   impostor_match=float(np.mean(between < threshold)),
+                   published_matches_others=float(np.mean(others < threshold)))
     return out
 
 
@@ -131,5 +132,5 @@ def _distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
 
 
-def _share(distances: list[float]) -> float:
-    return float(np.mean(np.array(distances) < DISTANCE_THRESHOLD)) if distances else float("nan")
+def _share(distances: list[float], threshold: float = DISTANCE_THRESHOLD) -> float:
+    return float(np.mean(np.array(distances) < threshold)) if distances else float("nan")

@@ -145,7 +145,7 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector,
                        recognizer.embed_at(image, original.face))
             landmarks = judges.landmarks(rgb, original.face.box)
             noise = judges.landmark_noise(rgb, original.face.box)
-            judged = Verdict(False, False, float("nan")) if image is None else judges.judge(image, original.face.box, landmarks)
+            judged = Verdict(False, False, False, float("nan")) if image is None else judges.judge(image, original.face.box, landmarks)
     if original.reference_box is not None:
         still_found = image is not None and face_still_found(detector(image), original.reference_box)
         if image is not None:

@@ -16,8 +16,14 @@ face and the runtime's filter anonymizes the frame, then:
   within 0.6 of *another* person's original, the level at which a match
   says nothing of who it is (a filter that paints one generic face matches
   many people; re-id well above [others] is the person's own identity);
+  parrot rank-1: the same, against a gallery anonymized by the same filter
+  (the filter is public: an attacker can anonymize the photos they hold
+  and match like with like);
+- privacy, FaceNet (a second attacker from another lineage, aligned by
+  MTCNN; ros_anonymizer_evaluation.facenet): the same located attacks,
+  under FaceNet's threshold of 1.0;
 - naturalness, judges no training term uses (ros_anonymizer_evaluation.judges):
-  dlib's HOG and CNN face detectors find a face overlapping the original's,
+  dlib's HOG and CNN face detectors and MTCNN find a face overlapping the original's,
   and the 68-point landmarks on the output move little from the original's
   (mean distance over the inter-ocular distance; the original's own noise,
   mirror image against image, is printed beside it);
@@ -29,7 +35,7 @@ face and the runtime's filter anonymizes the frame, then:
   embeddings of the anonymized frames are averaged, as an attacker holding
   the whole track would, and compared with the raw frames' average
   (re-identified under 0.6, [others] as above; track rank-1 among all
-  people's raw averages).
+  people's raw averages); FaceNet's the same way, its averages L2-normalised.
   One frame's attack can miss what the average finds: M's per-frame
   variations cancel and whatever it keeps of the person adds up.
 """
@@ -44,9 +50,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .config import TrainConfig
 from ros_anonymizer.media import read_image
+from ros_anonymizer_evaluation.temporal import pooled_attack
 
+from .config import TrainConfig
 from .data.faces import scan_identities, split_identities
 
 DEFAULT_BASELINES = ("blur", "mosaic")
@@ -73,10 +80,55 @@ def track_frame(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(moved * rng.uniform(0.9, 1.1) + rng.normal(0, 2, moved.shape), 0, 255).astype(np.uint8)
 
 
+class Attack:
+    """One recognizer's located attacks on every method, collected person by person.
+
+    raw/gallery: the person's original probe and gallery photos; published:
+    the anonymized probe, embedded where the original face was; parrot: the
+    gallery photo anonymized by the same method (the filter is public, so an
+    attacker can anonymize a gallery to match anonymized faces against);
+    track_raw/track_published: embeddings averaged over the person's track.
+    """
+
+    def __init__(self, recognizer, threshold: float, unit: bool, methods: dict):
+        self.recognizer, self.threshold, self.unit = recognizer, threshold, unit
+        self.raw, self.gallery, self.track_raw = {}, {}, {}
+        self.published, self.parrot, self.track_published = ({name: {} for name in methods} for _ in range(3))
+
+    def average(self, embeddings: list) -> np.ndarray:
+        """A track's pooled embedding; L2-normalised again for a recognizer whose embeddings are unit vectors."""
+        mean = np.mean(embeddings, 0)
+        return mean / max(float(np.linalg.norm(mean)), 1e-12) if self.unit else mean
+
+    def figures(self, name: str) -> dict:
+        people = list(self.published[name])
+        raw = [self.raw[p] for p in people]
+        published = [self.published[name][p] for p in people]
+        pooled = pooled_attack(raw, published, self.threshold)
+        out = {"matched": pooled["reidentified"], "matched_others": pooled["published_matches_others"],
+               "rank1": _rank1(self.published[name], self.gallery), "parrot_rank1": _rank1(self.published[name], self.parrot[name])}
+        if self.track_published[name]:
+            tracked = list(self.track_published[name])
+            track = pooled_attack([self.track_raw[p] for p in tracked], [self.track_published[name][p] for p in tracked], self.threshold)
+            out.update(track_matched=track["reidentified"], track_rank1=track["rank1"], track_impostor_match=track["impostor_match"],
+                       track_matched_others=track["published_matches_others"])
+        return out
+
+
+def _rank1(probes: dict, gallery: dict) -> float:
+    """Share of probes (person -> embedding) whose nearest gallery face is their own person's; chance is 1 / len(gallery)."""
+    if not probes or not gallery:
+        return float("nan")
+    owners = np.array(list(gallery))
+    faces = np.array([gallery[p] for p in owners])
+    return float(np.mean([owners[int(np.argmin(np.linalg.norm(faces - e, axis=1)))] == p for p, e in probes.items()]))
+
+
 def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0,
             track_frames: int = 1) -> dict:
     """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people."""
     from ros_anonymizer.config import AnonymizerConfig
+    from ros_anonymizer_evaluation.facenet import FACENET_THRESHOLD, FaceNetRecognizer
     from ros_anonymizer_evaluation.judges import NaturalnessJudges
     from ros_anonymizer_evaluation.naturalness import face_still_found, main_face, reference_detector
     from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
@@ -84,95 +136,88 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     from ros_anonymizer.filters import apply_filter
 
     runtime_detector = load_face_detector(AnonymizerConfig(use_gpu=False))
+    anonymize = lambda rgb, config, learned: rgb if config is None else apply_filter(rgb, runtime_detector(rgb).boxes, config, learned)[0]
     reference = reference_detector()
-    recognizer = FaceRecognizer()
     judges = NaturalnessJudges()
-    gallery_faces = [recognizer.describe(read_image(g)) for _, g in tqdm(people, desc="gallery (originals)", unit="img")]
-    gallery = np.array([f.embedding for f in gallery_faces if f is not None], np.float32).reshape(-1, 128)
-    gallery_owner = np.array([i for i, f in enumerate(gallery_faces) if f is not None])
-    keys = ("matched", "matched_dlib_detector", "rank1", "hog_found", "cnn_found", "centerface_found", "displacement", "distance")
+    dlib = Attack(FaceRecognizer(), DISTANCE_THRESHOLD, False, methods)
+    facenet = Attack(FaceNetRecognizer(judges.mtcnn), FACENET_THRESHOLD, True, methods)
+    attacks = {"": dlib, "facenet_": facenet}  # the figures' key prefixes
+    keys = ("matched_dlib_detector", "hog_found", "cnn_found", "mtcnn_found", "centerface_found", "displacement", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
     noise = []
-    singles = {"raw": [], **{name: [] for name in methods}}  # per person, the one frame's embeddings
-    tracks = {"raw": [], **{name: [] for name in methods}}  # per person, the average over the track's frames
     rng = np.random.default_rng(0)
-    for person, (path, _) in enumerate(tqdm(people, desc="privacy check", unit="img")):
-        rgb = read_image(path)
-        original = recognizer.describe(rgb)
+    for person, (path, gallery_path) in enumerate(tqdm(people, desc="privacy check", unit="person")):
+        rgb, gallery_rgb = read_image(path), read_image(gallery_path)
+        faces = {attack: (attack.recognizer.describe(rgb), attack.recognizer.describe(gallery_rgb)) for attack in attacks.values()}
+        for attack, (_, gallery) in faces.items():
+            if gallery is not None:  # the gallery holds every person the recognizer finds, as an attacker's would
+                attack.gallery[person] = gallery.embedding
+        original = faces[dlib][0]
         ref_box = main_face(reference(rgb), rgb.shape)
         if original is None or ref_box is None:
             continue
         landmarks = judges.landmarks(rgb, original.box)
         noise.append(judges.landmark_noise(rgb, original.box))
-        boxes = runtime_detector(rgb).boxes
-        singles["raw"].append(original.embedding)
+        for attack, (probe, _) in faces.items():
+            if probe is not None:
+                attack.raw[person] = probe.embedding
         for name, (config, learned) in methods.items():
-            out = rgb if config is None else apply_filter(rgb, boxes, config, learned)[0]
+            out = anonymize(rgb, config, learned)
             if samples is not None and person < sample_people:
                 samples.setdefault(name, []).append(_around(out, original.box))
+            published_gallery = anonymize(gallery_rgb, config, learned)
+            for attack, (probe, gallery) in faces.items():
+                if probe is not None:
+                    attack.published[name][person] = attack.recognizer.embed_at(out, probe)
+                if gallery is not None:
+                    attack.parrot[name][person] = attack.recognizer.embed_at(published_gallery, gallery)
             c = counts[name]
-            embedding = recognizer.embed_at(out, original)
-            singles[name].append(embedding)
-            distance = float(np.linalg.norm(embedding - original.embedding))
-            c["distance"].append(distance)
-            c["matched"].append(distance < DISTANCE_THRESHOLD)
-            found = recognizer.describe(out, near=original.box)
+            c["distance"].append(float(np.linalg.norm(dlib.published[name][person] - original.embedding)))
+            found = dlib.recognizer.describe(out, near=original.box)
             c["matched_dlib_detector"].append(found is not None and np.linalg.norm(found.embedding - original.embedding) < DISTANCE_THRESHOLD)
-            if len(gallery):
-                c["rank1"].append(gallery_owner[int(np.argmin(np.linalg.norm(gallery - embedding, axis=1)))] == person)
             verdict = judges.judge(out, original.box, landmarks)
             c["hog_found"].append(verdict.hog_found)
             c["cnn_found"].append(verdict.cnn_found)
+            c["mtcnn_found"].append(verdict.mtcnn_found)
             c["displacement"].append(verdict.displacement)
             c["centerface_found"].append(face_still_found(reference(out), ref_box))
         if track_frames > 1:
-            _add_track(tracks, rgb, original, methods, track_frames, rng, recognizer, runtime_detector)
+            _add_track(attacks.values(), person, rgb, {attack: probe for attack, (probe, _) in faces.items()}, methods, track_frames,
+                       rng, anonymize)
     results = {}
     for name, c in counts.items():
-        n = len(c["matched"])
+        n = len(c["distance"])
         mean = lambda k: float(np.mean(c[k])) if c[k] else float("nan")
-        results[name] = {"faces": n, "matched": mean("matched"), "matched_dlib_detector": mean("matched_dlib_detector"),
-                         "rank1": mean("rank1"), "rank1_chance": 1 / max(len(gallery), 1),
-                         "hog_found": mean("hog_found"), "cnn_found": mean("cnn_found"),
+        results[name] = {"faces": n, "matched_dlib_detector": mean("matched_dlib_detector"), "rank1_chance": 1 / max(len(dlib.gallery), 1),
+                         "hog_found": mean("hog_found"), "cnn_found": mean("cnn_found"), "mtcnn_found": mean("mtcnn_found"),
                          "landmark_displacement": float(np.median(c["displacement"])) if n else float("nan"),
                          "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
                          "centerface_found_training_detector": mean("centerface_found"),
                          "median_distance": float(np.median(c["distance"])) if n else float("nan"),
-                         "matched_others": _pooled(singles, name)["published_matches_others"]}
+                         "facenet_faces": len(facenet.published[name]), "facenet_rank1_chance": 1 / max(len(facenet.gallery), 1)}
+        for prefix, attack in attacks.items():
+            results[name].update({prefix + k: v for k, v in attack.figures(name).items()})
         if track_frames > 1:
-            track = _pooled(tracks, name)
-            results[name].update(track_matched=track["reidentified"], track_rank1=track["rank1"], track_impostor_match=track["impostor_match"],
-                                 track_matched_others=track["published_matches_others"], track_frames=track_frames)
+            results[name]["track_frames"] = track_frames
     return results
 
 
-def _add_track(tracks: dict, rgb, original, methods: dict, frames: int, rng, recognizer, runtime_detector) -> None:
-    """One person's track: the photo and frames-1 moved copies, each anonymized by every method; keeps the averaged embeddings."""
-    from ros_anonymizer.filters import apply_filter
-
-    raw, published = [original.embedding], {name: [] for name in methods}
-    views = [(rgb, original)]
-    for _ in range(frames - 1):  # a frame where dlib loses the face is left out, as a tracker would lose it
-        moved = track_frame(rgb, rng)
-        face = recognizer.describe(moved)
-        if face is not None:
-            views.append((moved, face))
-            raw.append(face.embedding)
-    for moved, face in views:
-        boxes = runtime_detector(moved).boxes
+def _add_track(attacks, person: int, rgb, originals: dict, methods: dict, frames: int, rng, anonymize) -> None:
+    """One person's track: the photo and frames-1 moved copies, each anonymized by every method; keeps each recognizer's averages."""
+    moved = [track_frame(rgb, rng) for _ in range(frames - 1)]
+    # Each recognizer's face in each frame; a frame where it loses the face is left out, as a tracker would lose it.
+    seen = {attack: [face] + [attack.recognizer.describe(m) for m in moved] for attack, face in originals.items() if face is not None}
+    published = {attack: {name: [] for name in methods} for attack in seen}
+    for index, frame in enumerate([rgb] + moved):
         for name, (config, learned) in methods.items():
-            out = moved if config is None else apply_filter(moved, boxes, config, learned)[0]
-            published[name].append(recognizer.embed_at(out, face))
-    tracks["raw"].append(np.mean(raw, 0))
-    for name in methods:
-        tracks[name].append(np.mean(published[name], 0))
-
-
-def _pooled(embeddings: dict, name: str) -> dict:
-    """The located attack over all people at once: own match, rank-1, and how often the output matches someone else."""
-    from ros_anonymizer_evaluation.temporal import pooled_attack
-
-    return pooled_attack(embeddings["raw"], embeddings[name])
+            out = anonymize(frame, config, learned)
+            for attack, faces in seen.items():
+                if faces[index] is not None:
+                    published[attack][name].append(attack.recognizer.embed_at(out, faces[index]))
+    for attack, faces in seen.items():
+        attack.track_raw[person] = attack.average([face.embedding for face in faces if face is not None])
+        for name in methods:
+            attack.track_published[name][person] = attack.average(published[attack][name])
 
 
 def _around(rgb: np.ndarray, box: np.ndarray, size: int = 112) -> np.ndarray:
@@ -261,6 +306,34 @@ def tradeoff_chart(results: dict, path: Path, privacy: str = "matched") -> Path:
     return path
 
 
+def print_table(results: dict) -> None:
+    """The figures as three tables: dlib's attacks with the naturalness judges, FaceNet's attacks, and the track attacks."""
+    nan = float("nan")
+    print(f"{'method':42s} faces  re-id(located) [others] re-id(dlib finds) rank-1 (chance) parrot rank-1"
+          f"  HOG found  CNN found  MTCNN found  landmarks (noise)  CenterFace [training detector]")
+    for name, r in results.items():  # earlier --json runs may predate a figure: shown as nan
+        print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} [{r.get('matched_others', nan):5.1%}] {r['matched_dlib_detector']:16.1%}"
+              f" {r['rank1']:6.1%} ({r['rank1_chance']:.1%}) {r.get('parrot_rank1', nan):12.1%}"
+              f"  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r.get('mtcnn_found', nan):11.1%}"
+              f"  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})  {r['centerface_found_training_detector']:9.1%}")
+    facenet = {name: r for name, r in results.items() if "facenet_matched" in r}
+    if facenet:
+        print("\nFaceNet (a second recognizer, MTCNN-aligned), the same located attacks")
+        print(f"{'method':42s} faces  re-id [others]  rank-1 (chance)  parrot rank-1")
+        for name, r in facenet.items():
+            print(f"{name:42s} {r['facenet_faces']:5d} {r['facenet_matched']:6.1%} [{r['facenet_matched_others']:5.1%}]"
+                  f" {r['facenet_rank1']:7.1%} ({r['facenet_rank1_chance']:.1%}) {r['facenet_parrot_rank1']:13.1%}")
+    tracked = {name: r for name, r in results.items() if "track_matched" in r}
+    if tracked:
+        first = next(iter(tracked.values()))
+        print(f"\ntracks of {first['track_frames']} frames (dlib matches {first['track_impostor_match']:.1%} of pairs of different people's raw tracks)")
+        print(f"{'method':42s} track re-id [others]  track rank-1  FaceNet track re-id [others]  track rank-1")
+        for name, r in tracked.items():
+            print(f"{name:42s} {r['track_matched']:11.1%} [{r.get('track_matched_others', nan):5.1%}]  {r['track_rank1']:12.1%}"
+                  f"  {r.get('facenet_track_matched', nan):19.1%} [{r.get('facenet_track_matched_others', nan):5.1%}]"
+                  f"  {r.get('facenet_track_rank1', nan):12.1%}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ros_anonymizer_training.privacy_check", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="edge", help="training preset or YAML (decides the hold-out people)")
@@ -295,24 +368,12 @@ def main(argv=None) -> int:
     for r in measured.values():
         r["people"] = [str(p) for p, _ in people]
     results = {**earlier, **measured}
-    print(f"{'method':42s} faces  re-id(located) [others] re-id(dlib finds) rank-1 (chance)  HOG found  CNN found  landmarks (noise)  CenterFace [training detector]")
-    for name, r in results.items():
-        others = r.get("matched_others", float("nan"))  # earlier --json runs may predate the control
-        print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} [{others:5.1%}] {r['matched_dlib_detector']:16.1%} {r['rank1']:6.1%} ({r['rank1_chance']:.1%})"
-              f"  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})"
-              f"  {r['centerface_found_training_detector']:9.1%}")
-    tracked = {name: r for name, r in results.items() if "track_matched" in r}
-    if tracked:
-        first = next(iter(tracked.values()))
-        print(f"\ntracks of {first['track_frames']} frames (dlib matches {first['track_impostor_match']:.1%} of pairs of different people's raw tracks)")
-        print(f"{'method':42s} track re-id [others]  track rank-1")
-        for name, r in tracked.items():
-            print(f"{name:42s} {r['track_matched']:11.1%} [{r.get('track_matched_others', float('nan')):5.1%}]  {r['track_rank1']:12.1%}")
+    print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if args.chart:
         tradeoff_chart(results, args.chart)
-        if tracked:
+        if any("track_matched" in r for r in results.values()):
             tradeoff_chart(results, args.chart.with_name(f"{args.chart.stem}_track{args.chart.suffix}"), "track_matched")
     if args.grid:
         sample_grid(samples, args.grid)
