@@ -174,6 +174,16 @@ def test_bad_generator_settings_stop_with_one_sentence():
         TrainConfig.load("paper", ["track_views=4", "lambda_track_privacy=1"])
     with pytest.raises(TrainConfigError, match="go together"):
         TrainConfig.load("edge", ["track_views=4"])
+    with pytest.raises(TrainConfigError, match="l1_target"):
+        TrainConfig.load("edge", ["l1_target=mirror"])
+
+
+def test_the_l1_target_is_the_face_itself_or_another_face_of_the_batch():
+    x = real_faces(4)
+    assert losses.l1_target(x, "self") is x
+    other = losses.l1_target(x, "other")
+    assert all(torch.equal(other[i], x[i - 1]) for i in range(4))
+    assert losses.l1_loss(x, other) > 0.1 > losses.l1_loss(x, losses.l1_target(x, "self"))
 
 
 def test_interpolating_two_anonymizers_lands_between_them_and_keeps_the_contract(natural_run, tmp_path):

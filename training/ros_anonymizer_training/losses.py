@@ -53,6 +53,17 @@ def l1_loss(modified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     return (modified.float() - original.float()).abs().mean()
 
 
+def l1_target(x: torch.Tensor, target: str) -> torch.Tensor:
+    """What the L1 term pulls M's output toward: the input itself ("self"), or the batch's next face ("other").
+
+    With "other", M is never rewarded for guessing a person's features from
+    its low-pass copy: the best it can paint is a face anyone could have.
+    The batch is drawn at random from hundreds of people, so the next face
+    is almost always someone else's.
+    """
+    return x if target == "self" else x.roll(1, 0)
+
+
 def centerface_maps(detector, faces: torch.Tensor) -> list[torch.Tensor]:
     """CenterFace's outputs (heatmap, scale, offset, landmarks) on crops in [-1, 1], cut to the central half.
 

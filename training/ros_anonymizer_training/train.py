@@ -370,7 +370,7 @@ def m_content_loss(run: Run, raw: torch.Tensor, modified: torch.Tensor, x: torch
     """
     cfg = run.cfg
     terms = {
-        "l1": (cfg.lambda_l1 if l1 else 0.0, lambda: losses.l1_loss(modified, x)),
+        "l1": (cfg.lambda_l1 if l1 else 0.0, lambda: losses.l1_loss(modified, losses.l1_target(x, cfg.l1_target))),
         "lowpass": (cfg.lambda_lowpass, lambda: losses.lowpass_l1(modified, x, cfg.lowpass_size)),
         "ring": (cfg.lambda_ring, lambda: losses.ring_l1(raw, x, run.mask)),
         "landmarks": (cfg.lambda_landmarks, lambda: losses.landmark_loss(run.face_detector, modified, x, cfg.landmark_faces)),
@@ -416,7 +416,7 @@ def export_stage(run: Run):
                   f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
                   f"{cfg.m_generator} generator" + (f" on {cfg.m_input_size}x{cfg.m_input_size} low-pass input" if cfg.m_generator == "lowpass" else "")
                   + f"; batch {cfg.batch_size}, lr_m={cfg.lr_m:g}, d_modified_weight={cfg.d_modified_weight:g}; "
-                  f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1}, lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
+                  f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1} (to {cfg.l1_target}), lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "
                   f"lambda_landmarks={cfg.lambda_landmarks}; "
                   + (f"track privacy over {cfg.track_views} views, lambda_track_privacy={cfg.lambda_track_privacy:g}; " if cfg.track_views > 1 else "")
