@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import require_data
-from ros_anonymizer_training.privacy_check import _rank1, main, track_frame
+from ros_anonymizer_training.privacy_check import _search, main, track_frame
 
 
 def test_a_track_frame_moves_the_photo_a_little_and_is_reproducible():
@@ -38,12 +38,16 @@ def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
     assert "tracks of 3 frames" in capsys.readouterr().out
 
 
-def test_rank1_counts_probes_nearest_their_own_gallery_face():
-    gallery = {0: np.array([0.0, 0.0]), 1: np.array([1.0, 0.0]), 2: np.array([0.0, 1.0])}
-    assert _rank1({p: e + 0.1 for p, e in gallery.items()}, gallery) == 1.0
-    assert _rank1({0: gallery[1], 1: gallery[2], 2: gallery[1]}, gallery) == 0.0
-    assert _rank1({0: gallery[0], 5: gallery[1]}, gallery) == 0.5  # a probe with no gallery photo cannot be found
-    assert np.isnan(_rank1({}, gallery))
+def test_the_gallery_search_ranks_each_probes_own_face():
+    gallery = {person: np.array([float(person), 0.0]) for person in range(20)}
+    exact = _search(dict(gallery), gallery)
+    assert exact["rank1"] == exact["shortlist"] == 1.0 and exact["median_rank"] == 0.0
+    # Probe 0 sits nearest person 1 (own face 2nd of 20: in the nearest tenth); probe 10 nearest person 19 (own face 10th).
+    moved = _search({0: np.array([1.0, 0.0]), 10: np.array([19.0, 0.0])}, gallery)
+    assert moved["rank1"] == 0.0 and moved["shortlist"] == 0.5 and moved["shortlist_chance"] == 0.1
+    assert moved["median_rank"] == (1 + 9) / 2 / 20
+    assert _search({0: gallery[0], 99: gallery[1]}, gallery)["rank1"] == 1.0  # a probe with no gallery face is left out
+    assert np.isnan(_search({}, gallery)["rank1"]) and np.isnan(_search({0: gallery[0]}, {})["shortlist"])
 
 
 def test_a_track_of_no_frames_is_a_plain_error():

@@ -94,7 +94,8 @@ def pooled_attack(raw, published, threshold: float = DISTANCE_THRESHOLD) -> dict
 
     reidentified: share of tracks whose published average lies within
     `threshold` (dlib's 0.6 unless another recognizer's) of their raw one;
-    rank1: share nearest their own raw average among all T (chance 1/T);
+    rank1, shortlist, median_rank: how high each published average ranks its
+    own raw average among all T (gallery_search; rank-1 chance 1/T);
     impostor_match: share of pairs of different raw averages the recognizer
     already matches; published_matches_others: share of pairs (a published
     track, another person's raw track) within the threshold, the rate at
@@ -102,7 +103,7 @@ def pooled_attack(raw, published, threshold: float = DISTANCE_THRESHOLD) -> dict
     generic face matches many people). NaN where there are too few tracks.
     """
     nan = float("nan")
-    out = {"reidentified": nan, "rank1": nan, "rank1_chance": nan, "impostor_match": nan, "published_matches_others": nan}
+    out = {"reidentified": nan, "impostor_match": nan, "published_matches_others": nan, **gallery_search(np.zeros((0, 0)), [])}
     if not len(raw):
         return out
     raw, published = np.asarray(raw, np.float64), np.asarray(published, np.float64)
@@ -111,10 +112,31 @@ def pooled_attack(raw, published, threshold: float = DISTANCE_THRESHOLD) -> dict
     if len(raw) >= 2:
         between = np.linalg.norm(raw[:, None] - raw[None], axis=2)[np.triu_indices(len(raw), 1)]
         others = to_raw[~np.eye(len(raw), dtype=bool)]
-        out.update(rank1=float(np.mean(np.argmin(to_raw, 1) == np.arange(len(raw)))), rank1_chance=1 / len(raw),
-                   impostor_match=float(np.mean(between < threshold)),
+        out.update(gallery_search(to_raw, list(range(len(raw)))), impostor_match=float(np.mean(between < threshold)),
                    published_matches_others=float(np.mean(others < threshold)))
     return out
+
+
+def gallery_search(distance: np.ndarray, own: list) -> dict:
+    """How high each probe's own gallery face ranks: distance is (probes, gallery), own[i] the column of probe i's person.
+
+    rank1: share of probes whose own face is the nearest (chance 1/G);
+    shortlist: share whose own face is among the nearest tenth of the gallery
+    (chance about 10%), what an attacker narrowing down candidates gets;
+    median_rank: the median share of the gallery nearer than the own face
+    (chance 0.5). A filter can keep rank-1 near chance while still moving
+    people's own photos up the list: soft traits (skin tone, hair, face
+    shape) that do not name anyone but narrow the search.
+    """
+    nan = float("nan")
+    if not len(own) or distance.shape[1] < 2:
+        return {"rank1": nan, "rank1_chance": nan, "shortlist": nan, "shortlist_chance": nan, "median_rank": nan}
+    rows = np.arange(len(own))
+    ranks = np.sum(distance < distance[rows, own][:, None], axis=1)
+    size = distance.shape[1]
+    tenth = int(np.ceil(size / 10))
+    return {"rank1": float(np.mean(ranks == 0)), "rank1_chance": 1 / size, "shortlist": float(np.mean(ranks < tenth)),
+            "shortlist_chance": tenth / size, "median_rank": float(np.median(ranks) / size)}
 
 
 def _region(a: np.ndarray, b: np.ndarray, shape) -> tuple[slice, slice] | None:
