@@ -92,8 +92,8 @@ def markdown(report: dict) -> str:
               "- re-id located: the same, with the face embedded where (and as) it was in the original, whether or not dlib detects it.",
               "- verification: LFW pairs with one image anonymized, dlib threshold 0.6 (50% is chance).",
               "- rank-1: nearest original in the gallery of all other pair images is the same person.",
-              "- dlib CNN / HOG finds a face: dlib's MMOD CNN and HOG face detectors, which no training term uses, find a face "
-              "overlapping the original's (on the located probes).",
+              "- dlib CNN / HOG / MTCNN finds a face: dlib's MMOD CNN and HOG face detectors and MTCNN, which no training term "
+              "uses, find a face overlapping the original's (on the located probes).",
               "- landmark displacement: median over the located probes of the mean distance between dlib's 68 landmarks on the "
               "output and on the original, over the inter-ocular distance"
               + (f" (the predictor's own noise on the originals, mirror image against image: "
