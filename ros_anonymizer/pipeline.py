@@ -14,6 +14,7 @@ import numpy as np
 from .actions import ActionDetector, Actions, load_action_detector
 from .backends import load_model
 from .config import AnonymizerConfig, ConfigError
+from .errors import raise_if_interrupted
 from .faces import Faces, FaceTracker, load_face_detector
 from .filters import BUNDLED_ANONYMIZER, LearnedAnonymizer, apply_filter, bundled_model
 
@@ -138,6 +139,7 @@ class Pipeline:
                                    f"deadline missed: {total:.0f} ms > {config.frame_deadline_ms:.0f} ms", timings)
             return FrameResult(image, faces, regions, actions, None, timings)
         except Exception as e:  # fail closed: every failure becomes "no frame"
+            raise_if_interrupted(e)
             timings["total"] = (time.perf_counter() - start) * 1000.0
             return FrameResult(None, error=f"{type(e).__name__}: {e}", timings_ms=timings)
 
@@ -165,6 +167,7 @@ def process_batch(pipelines: list[Pipeline], frames: list[np.ndarray]) -> list[F
                 check_frame(frames[i], pipelines[i].config.max_image_pixels)
             found = detector.detect([frames[i] for i in members])
         except Exception as e:  # fail closed, as in process()
+            raise_if_interrupted(e)
             for i in members:
                 results[i] = FrameResult(None, error=f"{type(e).__name__}: {e}")
             continue

@@ -170,3 +170,25 @@ def test_a_detector_failure_fails_the_whole_batch_closed(street_frame_with_faces
     first.detector.detection_scale = float("nan")  # what a broken reconfiguration could leave behind
     results = process_batch([first, second], [street, street.copy()])
     assert [r.image for r in results] == [None, None] and all(r.error for r in results)
+
+
+def _interrupted_in_c_code(frame):
+    """What CPython raises when Ctrl-C's handler fires inside a C extension that then returns a value."""
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        raise SystemError("<built-in method run> returned a result with an exception set")  # chained by context
+
+
+def _broken_model(frame):
+    raise RuntimeError("a broken model")
+
+
+def test_an_interrupt_wrapped_by_c_code_stops_the_pipeline_instead_of_failing_one_frame(astronaut):
+    pipeline = Pipeline(AnonymizerConfig(filter="mask", frame_deadline_ms=0.0))
+    pipeline.detector = _interrupted_in_c_code
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.process(astronaut)
+    pipeline.detector = _broken_model
+    result = pipeline.process(astronaut)
+    assert result.image is None and "a broken model" in result.error  # any other failure still fails closed

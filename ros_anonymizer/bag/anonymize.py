@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..config import AnonymizerConfig
-from ..errors import UserError
+from ..errors import UserError, raise_if_interrupted
 from ..image_io import DepthImage, decode, rgb_to_compressed, rgb_to_image
 from ..messages import action_detections
 from ..pipeline import Pipeline, failure_frame
@@ -169,6 +169,7 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
         counts.add("depth_dropped")
         return None, None
     except Exception as e:  # any malformed message, whatever the decoder raises: drop it
+        raise_if_interrupted(e)
         counts.add("undecodable")
         counts.note_error(f"undecodable: {e}")
         return None, None
@@ -192,6 +193,7 @@ def anonymize_frame(msgtype: str, raw: bytes, pipeline: Pipeline, config: Anonym
         detections = None if error else clean_cdr(action_detections(msg.header, result.actions), DETECTIONS_TYPE)
         encoded = clean_cdr(out, msgtype), detections
     except Exception as e:  # an anonymized frame that cannot be encoded is dropped, never replaced by the input
+        raise_if_interrupted(e)
         counts.add("failed")
         counts.note_error(f"cannot encode: {e}")
         return None, None
@@ -208,6 +210,7 @@ def strip_cloud(raw: bytes, colour_fields: tuple[str, ...], counts: TopicReport)
     try:
         stripped = strip_colour(deserialize_message(raw, PointCloud2), colour_fields)
     except Exception as e:  # a malformed cloud is dropped, never copied
+        raise_if_interrupted(e)
         counts.add("malformed")
         counts.note_error(f"malformed: {e}")
         return None
