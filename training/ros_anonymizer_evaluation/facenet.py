@@ -17,9 +17,7 @@ import importlib
 
 import numpy as np
 
-from ros_anonymizer.faces import box_iou
-
-from .recognizer import MIN_OVERLAP, Face, RecognizerError
+from .recognizer import Face, RecognizerError, pick_face
 
 # On L2-normalised embeddings. On the 177 hold-out people's original photos (one against another, MTCNN boxes)
 # it accepts 90% of same-person pairs and 0.4% of different-person pairs: the impostor rate of dlib's 0.6 there.
@@ -67,16 +65,9 @@ class FaceNetRecognizer:
     def describe(self, rgb: np.ndarray, near: np.ndarray | None = None) -> Face | None:
         """The face nearest the image centre, or the one overlapping box `near`; None when MTCNN finds no such face."""
         boxes, points = self.mtcnn.faces(rgb)
-        if not len(boxes):
+        best = pick_face(boxes, rgb.shape, near)
+        if best is None:
             return None
-        if near is None:
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            best = int(np.argmin(np.linalg.norm(centres - np.array(rgb.shape[1::-1]) / 2, axis=1)))
-        else:
-            overlap = box_iou(boxes, np.asarray(near, np.float32).reshape(1, 4))[:, 0]
-            best = int(np.argmax(overlap))
-            if overlap[best] < MIN_OVERLAP:
-                return None
         return Face(boxes[best], points[best], self._embedding(rgb, boxes[best]))
 
     def embed_at(self, rgb: np.ndarray, face: Face) -> np.ndarray:

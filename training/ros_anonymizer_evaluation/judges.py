@@ -20,10 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ros_anonymizer.faces import box_iou
-
 from .facenet import Mtcnn
-from .recognizer import MIN_OVERLAP, import_dlib, model_file
+from .recognizer import found_at, import_dlib, model_file
 
 # The 68-point scheme's mirror image: point i of a flipped face is point MIRROR_68[i] of the face.
 MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30] + [35, 34, 33, 32, 31]
@@ -76,11 +74,6 @@ class NaturalnessJudges:
         """What the judges say of `output`, where the original face was at `box` with `original_landmarks`."""
         return Verdict(found_at(self.hog(output), box), found_at(self.cnn(output), box), found_at(self.mtcnn.boxes(output), box),
                        normalised_displacement(original_landmarks, self.landmarks(output, box)))
-
-
-def found_at(boxes: np.ndarray, box: np.ndarray, min_overlap: float = MIN_OVERLAP) -> bool:
-    """Whether any detection overlaps the original face box."""
-    return bool(len(boxes)) and bool(box_iou(boxes, np.asarray(box, np.float32).reshape(1, 4)).max() >= min_overlap)
 
 
 def normalised_displacement(reference: np.ndarray, points: np.ndarray) -> float:

@@ -11,10 +11,11 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from ros_anonymizer.backends import load_backend
-from ros_anonymizer.faces import CenterFaceDetector, Faces, box_iou, centerface_onnx
+from ros_anonymizer.faces import CenterFaceDetector, Faces, centerface_onnx
 
-FACE_SCORE = 0.5  # a face counts as "still found" at this CenterFace score
-MIN_OVERLAP = 0.3  # ... and only where it overlaps the original face
+from .recognizer import MIN_OVERLAP, found_at, pick_face
+
+FACE_SCORE = 0.5  # a face counts as "still found" at this CenterFace score, where it overlaps the original face (MIN_OVERLAP)
 
 
 def reference_detector(score_threshold: float = FACE_SCORE, threads: int = 0) -> CenterFaceDetector:
@@ -24,17 +25,13 @@ def reference_detector(score_threshold: float = FACE_SCORE, threads: int = 0) ->
 
 def main_face(faces: Faces, shape: tuple[int, ...]) -> np.ndarray | None:
     """The box nearest the image centre (LFW's subject), or None."""
-    if not len(faces):
-        return None
-    centres = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
-    return faces.boxes[int(np.argmin(np.linalg.norm(centres - np.array(shape[1::-1]) / 2, axis=1)))]
+    best = pick_face(faces.boxes, shape)
+    return None if best is None else faces.boxes[best]
 
 
 def face_still_found(found: Faces, original_box: np.ndarray, min_overlap: float = MIN_OVERLAP) -> bool:
     """Whether any face detected on the output overlaps the original face box."""
-    if not len(found):
-        return False
-    return bool(box_iou(found.boxes, original_box.reshape(1, 4).astype(np.float32)).max() >= min_overlap)
+    return found_at(found.boxes, original_box, min_overlap)
 
 
 def ssim_inside_outside(original: np.ndarray, anonymized: np.ndarray, box: np.ndarray) -> tuple[float, float]:

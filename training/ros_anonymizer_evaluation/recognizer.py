@@ -24,6 +24,24 @@ class RecognizerError(UserError):
     """dlib or its model files are missing; the message says what to install."""
 
 
+def pick_face(boxes: np.ndarray, shape: tuple[int, ...], near: np.ndarray | None = None) -> int | None:
+    """Index of the box (N, 4 xyxy) nearest the image centre (LFW's subject), or of the one overlapping box `near` most
+    (IoU >= MIN_OVERLAP); None when there is no such box."""
+    if not len(boxes):
+        return None
+    if near is None:
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        return int(np.argmin(np.linalg.norm(centres - np.array(shape[1::-1]) / 2, axis=1)))
+    overlap = box_iou(boxes, np.asarray(near, np.float32).reshape(1, 4))[:, 0]
+    best = int(np.argmax(overlap))
+    return best if overlap[best] >= MIN_OVERLAP else None
+
+
+def found_at(boxes: np.ndarray, box: np.ndarray, min_overlap: float = MIN_OVERLAP) -> bool:
+    """Whether any detection (N, 4 xyxy) overlaps the original face box."""
+    return bool(len(boxes)) and bool(box_iou(boxes, np.asarray(box, np.float32).reshape(1, 4)).max() >= min_overlap)
+
+
 @dataclass(frozen=True)
 class Face:
     box: np.ndarray  # xyxy pixels of dlib's detection
@@ -77,16 +95,9 @@ class FaceRecognizer:
 
     def _describe(self, rgb: np.ndarray, near: np.ndarray | None) -> Face | None:
         boxes = self.detect(rgb)
-        if not len(boxes):
+        best = pick_face(boxes, rgb.shape, near)
+        if best is None:
             return None
-        if near is None:
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            best = int(np.argmin(np.linalg.norm(centres - np.array(rgb.shape[1::-1]) / 2, axis=1)))
-        else:
-            overlap = box_iou(boxes, near.reshape(1, 4).astype(np.float32))[:, 0]
-            best = int(np.argmax(overlap))
-            if overlap[best] < MIN_OVERLAP:
-                return None
         rgb = np.ascontiguousarray(rgb)
         shape = self._landmarks(rgb, self._rect(boxes[best]))
         landmarks = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
