@@ -189,8 +189,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             c["displacement"].append(verdict.displacement)
             c["centerface_found"].append(face_still_found(reference(out), ref_box))
         if track_frames > 1:
-            _add_track(attacks.values(), person, rgb, {attack: probe for attack, (probe, _) in faces.items()}, methods, track_frames,
-                       rng, anonymize)
+            _add_track(attacks.values(), person, rgb, methods, track_frames, rng, anonymize)
     results = {}
     for name, c in counts.items():
         n = len(c["distance"])
@@ -209,20 +208,24 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     return results
 
 
-def _add_track(attacks, person: int, rgb, originals: dict, methods: dict, frames: int, rng, anonymize) -> None:
-    """One person's track: the photo and frames-1 moved copies, each anonymized by every method; keeps each recognizer's averages."""
+def _add_track(attacks, person: int, rgb, methods: dict, frames: int, rng, anonymize) -> None:
+    """One person's track: the photo and frames-1 moved copies, each anonymized by every method; keeps each recognizer's averages.
+
+    The photo itself was anonymized and embedded by the one-frame attack; its embeddings open the track.
+    """
     moved = [track_frame(rgb, rng) for _ in range(frames - 1)]
-    # Each recognizer's face in each frame; a frame where it loses the face is left out, as a tracker would lose it.
-    seen = {attack: [face] + [attack.recognizer.describe(m) for m in moved] for attack, face in originals.items() if face is not None}
-    published = {attack: {name: [] for name in methods} for attack in seen}
-    for index, frame in enumerate([rgb] + moved):
+    tracked = [attack for attack in attacks if person in attack.raw]
+    # Each recognizer's face in each moved frame; a frame where it loses the face is left out, as a tracker would lose it.
+    seen = {attack: [attack.recognizer.describe(m) for m in moved] for attack in tracked}
+    published = {attack: {name: [attack.published[name][person]] for name in methods} for attack in tracked}
+    for index, frame in enumerate(moved):
         for name, (config, learned) in methods.items():
             out = anonymize(frame, config, learned)
             for attack, faces in seen.items():
                 if faces[index] is not None:
                     published[attack][name].append(attack.recognizer.embed_at(out, faces[index]))
     for attack, faces in seen.items():
-        attack.track_raw[person] = attack.average([face.embedding for face in faces if face is not None])
+        attack.track_raw[person] = attack.average([attack.raw[person]] + [face.embedding for face in faces if face is not None])
         for name in methods:
             attack.track_published[name][person] = attack.average(published[attack][name])
 
