@@ -88,6 +88,14 @@ def square_regions(boxes: np.ndarray, factor: float) -> np.ndarray:
     return np.concatenate([corner, side[:, None]], 1).astype(np.int64)
 
 
+def square_bounds(squares: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
+    """Squares (x, y, side) as int xyxy regions clipped to the frame: what pasting them can change."""
+    regions = np.concatenate([squares[:, :2], squares[:, :2] + squares[:, 2:]], 1)
+    regions[:, 0::2] = regions[:, 0::2].clip(0, frame_shape[1])
+    regions[:, 1::2] = regions[:, 1::2].clip(0, frame_shape[0])
+    return regions
+
+
 def crop_squares(rgb: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:
     """Square crops resized to size x size, uint8 (N,S,S,3); parts outside the frame repeat the edge pixels."""
     crops = np.empty((len(squares), size, size, 3), np.uint8)
@@ -156,10 +164,7 @@ class LearnedAnonymizer:
             raise ModelError(f"anonymizer returned shape {out.shape} for input {batch.shape}.")
         faces = np.clip((out - self.low) / scale, 0, 255).transpose(0, 2, 3, 1).astype(np.uint8)
         paste_squares(rgb, squares, faces)
-        regions = np.concatenate([squares[:, :2], squares[:, :2] + squares[:, 2:]], 1)
-        regions[:, 0::2] = regions[:, 0::2].clip(0, rgb.shape[1])
-        regions[:, 1::2] = regions[:, 1::2].clip(0, rgb.shape[0])
-        return regions
+        return square_bounds(squares, rgb.shape)
 
 
 def apply_filter(rgb: np.ndarray, boxes: np.ndarray, config: AnonymizerConfig,

@@ -2,6 +2,7 @@
 
     python -m ros_anonymizer_training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --people 150
     python -m ros_anonymizer_training.privacy_check --config edge --models M.onnx --people 60 --sweep --chart tradeoff.png
+    python -m ros_anonymizer_training.privacy_check --config edge --models M.onnx --lookalike 4   # with real strangers' faces as references
 
 Hold-out people (identities the trainer never saw) with at least two
 images: the first is anonymized (the probe), the second stays original and
@@ -268,16 +269,26 @@ def baseline_config(spec: str):
     return AnonymizerConfig(use_gpu=False).replace(**changes)
 
 
-def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool = True) -> dict:
+def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool = True,
+                  lookalike: int = 0, cfg: TrainConfig | None = None) -> dict:
+    """Method name -> (runtime config, learned anonymizer); with `lookalike` N, the two stranger references (lookalike.py) too."""
     from ros_anonymizer.backends import load_backend
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer.filters import LearnedAnonymizer
 
+    learned_config = AnonymizerConfig(use_gpu=False).replace(filter="learned")
     methods = {"original": (None, None)} if original else {}
     methods.update({spec: (baseline_config(spec), None) for spec in baselines})
     for model in models:
         learned = LearnedAnonymizer(load_backend(model, "onnxruntime", use_gpu=False))
-        methods[f"learned:{Path(model).parent.name}/{Path(model).name}"] = (AnonymizerConfig(use_gpu=False).replace(filter="learned"), learned)
+        methods[f"learned:{Path(model).parent.name}/{Path(model).name}"] = (learned_config, learned)
+    if lookalike:
+        from .data.faces import load_face_splits
+        from .lookalike import Lookalike
+
+        strangers = load_face_splits(cfg).train.crops
+        methods[f"lookalike:{lookalike}"] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike))
+        methods["stranger"] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, whole=True))
     return methods
 
 
@@ -357,6 +368,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true", help=f"add the trade-off sweep: {', '.join(SWEEP)}")
     parser.add_argument("--track-frames", type=int, default=1, metavar="K",
                         help="also attack tracks of K frames per person (averaged embeddings); 8 takes about 4x as long")
+    parser.add_argument("--lookalike", type=int, default=0, metavar="N",
+                        help="also measure two references made of trained people's real faces (lookalike.py): a stranger's detail "
+                        "over the face's own NxN low-pass copy (a perfect M with NxN input; the bundled M's is 4), and a stranger's whole crop")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--with-results", type=Path, nargs="*", default=[],
                         help="figures of other methods from earlier --json runs on the same people, shown and charted alongside")
@@ -377,8 +391,11 @@ def main(argv=None) -> int:
                 raise SystemExit(f"privacy_check: {path} was measured on other people; use the same --config and --people.")
             earlier[name] = r
     samples = {} if args.grid else None
-    measured = measure(build_methods(args.models, [b for b in baselines if b not in earlier], args.grid is not None or "original" not in earlier),
-                       people, samples, args.grid_people, args.track_frames)
+    if args.lookalike < 0:
+        raise SystemExit("privacy_check: --lookalike takes the low-pass size, 1 or more (0: no references).")
+    methods = build_methods(args.models, [b for b in baselines if b not in earlier], args.grid is not None or "original" not in earlier,
+                            args.lookalike, cfg)
+    measured = measure(methods, people, samples, args.grid_people, args.track_frames)
     for r in measured.values():
         r["people"] = [str(p) for p, _ in people]
     results = {**earlier, **measured}
