@@ -186,6 +186,26 @@ def test_the_l1_target_is_the_face_itself_or_another_face_of_the_batch():
     assert losses.l1_loss(x, other) > 0.1 > losses.l1_loss(x, losses.l1_target(x, "self"))
 
 
+def test_the_lookalike_l1_target_keeps_the_faces_low_pass_copy_and_takes_detail_from_another_identity():
+    from ros_anonymizer_training.data.faces import to_uint8
+    from ros_anonymizer_training.lookalike import Lookalike
+
+    x = real_faces(6)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    bank = Lookalike(to_uint8(x), box_enlarge=1.3, input_size=4, labels=labels.numpy())
+    target = losses.l1_target(x, "lookalike", bank, labels)
+    assert target.shape == x.shape and target.dtype == x.dtype
+    chosen = bank.nearest(to_uint8(x), labels.numpy())
+    assert all(labels[i] != labels[c] for i, c in enumerate(chosen))  # never the person's own detail
+    # The face's own 4x4 copy: far nearer the face's than the stranger's (the bilinear base lets a little of the stranger's through).
+    pooled = lambda t: torch.nn.functional.avg_pool2d(t, 8)
+    assert (pooled(target) - pooled(x)).abs().mean() < 0.25 * (pooled(x[chosen]) - pooled(x)).abs().mean()
+    # Without the labels the nearest stranger of a bank face is itself: its own detail, i.e. the face back.
+    assert bank.nearest(to_uint8(x)).tolist() == list(range(6))
+    with pytest.raises(TrainConfigError, match="lookalike needs the lowpass generator"):
+        TrainConfig.load("paper", ["l1_target=lookalike"])
+
+
 def test_interpolating_two_anonymizers_lands_between_them_and_keeps_the_contract(natural_run, tmp_path):
     import onnx
 

@@ -78,7 +78,7 @@ class TrainConfig:
     track_views: int = 1  # >1: each face also seen in this many frames of a track (moved copies), for the term below
     lambda_track_privacy: float = 0.0  # D's embedding averaged over the track's frames must not find the person either
     lambda_l1: float = 2.0
-    l1_target: str = "self"  # "other": the L1 term pulls M's output toward another face of the batch, not the person's own
+    l1_target: str = "self"  # "other": toward another face of the batch; "lookalike": own low-pass copy + a stranger's detail
     lambda_det: float = 0.0  # weight of A's detection loss on frames with M(f) pasted (needs the action clips)
     lambda_face: float = 0.0  # weight of the detectability term: CenterFace must still find a face in M's output
     face_score_target: float = 0.8  # CenterFace score above which the detectability term is zero
@@ -117,8 +117,11 @@ class TrainConfig:
                 raise TrainConfigError(f"{name} must be at least 4 and divide crop_size ({self.crop_size}), not {size}.")
         if self.m_grid_size and (self.m_grid_size % self.m_input_size or self.crop_size % self.m_grid_size):
             raise TrainConfigError(f"m_grid_size is 0 or a multiple of m_input_size ({self.m_input_size}) that divides crop_size, not {self.m_grid_size}.")
-        if self.l1_target not in ("self", "other"):
-            raise TrainConfigError(f"l1_target is self (the input face) or other (another face of the batch), not {self.l1_target!r}.")
+        if self.l1_target not in ("self", "other", "lookalike"):
+            raise TrainConfigError(f"l1_target is self (the input face), other (another face of the batch) or lookalike "
+                                   f"(a trained stranger's detail over the face's low-pass copy), not {self.l1_target!r}.")
+        if self.l1_target == "lookalike" and self.m_generator != "lowpass":
+            raise TrainConfigError("l1_target lookalike needs the lowpass generator (m_generator: lowpass): it keeps M's low-pass copy.")
         if not 0.0 < self.face_score_target < 1.0:
             raise TrainConfigError(f"face_score_target is a CenterFace score between 0 and 1, not {self.face_score_target}.")
         if self.track_views < 1:

@@ -31,14 +31,20 @@ def low_pass(crops: np.ndarray, size: int) -> np.ndarray:
 
 
 class Lookalike:
-    """An anonymizer with the runtime filter's call (frame in place, boxes -> regions changed) that pastes strangers' faces."""
+    """An anonymizer with the runtime filter's call (frame in place, boxes -> regions changed) that pastes strangers' faces.
 
-    def __init__(self, strangers: np.ndarray, box_enlarge: float, input_size: int, whole: bool = False):
+    `labels` (one identity per stranger) let `faces` skip a face's own
+    identity, as the trainer's `l1_target: lookalike` needs on trained faces.
+    """
+
+    def __init__(self, strangers: np.ndarray, box_enlarge: float, input_size: int, whole: bool = False,
+                 labels: np.ndarray | None = None):
         if not len(strangers):
             raise ValueError("Lookalike needs at least one stranger's face crop.")
         self.strangers = strangers
         self.crop_size = strangers.shape[1]
         self.box_enlarge, self.input_size, self.whole = box_enlarge, input_size, whole
+        self.labels = labels
         self.detail = strangers.astype(np.float32) - low_pass(strangers, input_size)
         self.keys = self._layout(strangers)
 
@@ -47,21 +53,24 @@ class Lookalike:
         small = np.stack([cv2.resize(c, (self.input_size, self.input_size), interpolation=cv2.INTER_AREA) for c in crops]).astype(np.float32)
         return (small - small.mean((1, 2), keepdims=True)).reshape(len(crops), -1)
 
-    def nearest(self, crops: np.ndarray) -> np.ndarray:
-        """Index of the stranger whose layout is nearest each crop's."""
+    def nearest(self, crops: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Index of the stranger whose layout is nearest each crop's; with `labels`, never one of the crop's own identity."""
         keys = self._layout(crops)
         distance = ((keys[:, None, :] - self.keys[None]) ** 2).sum(-1)
+        if labels is not None:
+            distance[np.asarray(labels)[:, None] == self.labels[None]] = np.inf
         return distance.argmin(1)
+
+    def faces(self, crops: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """uint8 crops (N,S,S,3) -> what replaces them: own low-pass copy + nearest stranger's detail (or the stranger's whole crop)."""
+        chosen = self.nearest(crops, labels)
+        if self.whole:
+            return self.strangers[chosen]
+        return np.clip(low_pass(crops, self.input_size) + self.detail[chosen], 0, 255).astype(np.uint8)
 
     def __call__(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         squares = square_regions(boxes, self.box_enlarge)
         if not len(squares):
             return np.zeros((0, 4), np.int64)
-        crops = crop_squares(rgb, squares, self.crop_size)
-        chosen = self.nearest(crops)
-        if self.whole:
-            faces = self.strangers[chosen]
-        else:
-            faces = np.clip(low_pass(crops, self.input_size) + self.detail[chosen], 0, 255).astype(np.uint8)
-        paste_squares(rgb, squares, faces)
+        paste_squares(rgb, squares, self.faces(crop_squares(rgb, squares, self.crop_size)))
         return square_bounds(squares, rgb.shape)

@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .data.faces import to_tensor, to_uint8
+
 
 def identity_loss(discriminator, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """D's cosine-margin cross-entropy."""
@@ -53,15 +55,22 @@ def l1_loss(modified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     return (modified.float() - original.float()).abs().mean()
 
 
-def l1_target(x: torch.Tensor, target: str) -> torch.Tensor:
-    """What the L1 term pulls M's output toward: the input itself ("self"), or the batch's next face ("other").
+def l1_target(x: torch.Tensor, target: str, lookalike=None, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """What the L1 term pulls M's output toward: the input itself ("self"), the batch's next face ("other"),
+    or its lookalike ("lookalike": the input's own low-pass copy with a trained stranger's detail, lookalike.py).
 
     With "other", M is never rewarded for guessing a person's features from
     its low-pass copy: the best it can paint is a face anyone could have.
     The batch is drawn at random from hundreds of people, so the next face
-    is almost always someone else's.
+    is almost always someone else's. With "lookalike" the face it is pulled
+    toward is a real one, of another identity (`labels`), in the same pose
+    and lighting layout: sharp detail that fits the copy and is not the person's.
     """
-    return x if target == "self" else x.roll(1, 0)
+    if target == "self":
+        return x
+    if target == "other":
+        return x.roll(1, 0)
+    return to_tensor(lookalike.faces(to_uint8(x), labels.cpu().numpy())).to(x.device, x.dtype)
 
 
 def centerface_maps(detector, faces: torch.Tensor) -> list[torch.Tensor]:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from . import checkpoint, export, losses
 from .config import TrainConfig, TrainConfigError
 from .data.faces import FaceSplits, load_face_splits, to_tensor, to_uint8
+from .lookalike import Lookalike
 from .models.anonymizer import build_anonymizer
 from .models.discriminator import build_discriminator, to_discriminator_input
 from .models.face_detector import CenterFaceTorch
@@ -78,6 +79,8 @@ class Run:
         self.val_x = to_tensor(self.data.val.crops).to(self.device)
         self.val_y = torch.from_numpy(self.data.val.labels).to(self.device)
         self.mask = torch.from_numpy(_soft_ellipse(cfg.crop_size)).to(self.device)
+        self.lookalike = (Lookalike(self.data.train.crops, cfg.box_enlarge, cfg.m_input_size, labels=self.data.train.labels)
+                          if cfg.l1_target == "lookalike" else None)
 
         self.m = build_anonymizer(cfg).to(self.device)
         self.d = build_discriminator(cfg, len(self.data.names)).to(self.device)
@@ -250,7 +253,7 @@ def pretrain_d(run: Run, steps: int):
                 modified = run.pasted(raw, x)
                 realism_step(run, x, modified, record)
                 loss_rec = losses.l1_loss(modified, x)
-                loss_d = loss_d + loss_rec + m_content_loss(run, raw, modified, x, record, l1=False)
+                loss_d = loss_d + loss_rec + m_content_loss(run, raw, modified, x, record, None)
                 record["loss_l1"] = loss_rec.item()
         run.opt_d.zero_grad(set_to_none=True)
         run.opt_m.zero_grad(set_to_none=True)
@@ -321,7 +324,8 @@ def joint(run: Run, steps: int):
             emb_mod = run.d_embed(modified if later is None else torch.cat([modified, later]), run.d).float()
         loss_priv = losses.privacy_loss(cfg.privacy_loss, run.d, emb_mod[:len(x)], emb_orig, y)
         record.update(loss_d_original=loss_d_orig.item(), loss_d_modified=loss_d_mod.item(), loss_privacy=loss_priv.item())
-        loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record)
+        target = losses.l1_target(x, cfg.l1_target, run.lookalike, y)
+        loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record, target)
         if later is not None:  # an attacker who averages D's embedding over the track must not find the person either
             track = F.normalize(emb_mod.view(cfg.track_views, len(x), -1).mean(0), dim=1)
             loss_track = losses.privacy_loss(cfg.privacy_loss, run.d, track, emb_orig, y)
@@ -361,16 +365,17 @@ def realism_step(run: Run, x: torch.Tensor, modified: torch.Tensor, record: dict
     record["loss_r"] = loss.item()
 
 
-def m_content_loss(run: Run, raw: torch.Tensor, modified: torch.Tensor, x: torch.Tensor, record: dict, l1: bool = True) -> torch.Tensor:
+def m_content_loss(run: Run, raw: torch.Tensor, modified: torch.Tensor, x: torch.Tensor, record: dict,
+                   l1_target: torch.Tensor | None) -> torch.Tensor:
     """M's terms besides the privacy game, each weighted by its lambda and skipped at 0; values go into `record`.
 
-    L1 to the input, L1 of low-pass copies (colour, lighting, pose), L1 on
+    L1 to `l1_target` (losses.l1_target; None: no L1 term), L1 of low-pass copies (colour, lighting, pose), L1 on
     the blend ring (no seam), CenterFace's landmarks (pose, expression) and
     detectability, and R's realism score. R is frozen here: only M learns.
     """
     cfg = run.cfg
     terms = {
-        "l1": (cfg.lambda_l1 if l1 else 0.0, lambda: losses.l1_loss(modified, losses.l1_target(x, cfg.l1_target))),
+        "l1": (cfg.lambda_l1 if l1_target is not None else 0.0, lambda: losses.l1_loss(modified, l1_target)),
         "lowpass": (cfg.lambda_lowpass, lambda: losses.lowpass_l1(modified, x, cfg.lowpass_size)),
         "ring": (cfg.lambda_ring, lambda: losses.ring_l1(raw, x, run.mask)),
         "landmarks": (cfg.lambda_landmarks, lambda: losses.landmark_loss(run.face_detector, modified, x, cfg.landmark_faces)),
