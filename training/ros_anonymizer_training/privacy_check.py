@@ -61,6 +61,7 @@ from .config import TrainConfig
 from .data.faces import scan_identities, split_identities
 
 DEFAULT_BASELINES = ("blur", "mosaic")
+REFERENCES = ("lookalike", "stranger")  # --lookalike's methods: real strangers' faces, not filters
 SWEEP = ("blur:0.05", "blur:0.1", "blur:0.2", "mosaic:16", "mosaic:10", "mosaic:6", "noise:40", "noise:80", "noise:160", "mask")
 
 
@@ -287,8 +288,8 @@ def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool
         from .lookalike import Lookalike
 
         strangers = load_face_splits(cfg).train.crops
-        methods[f"lookalike:{lookalike}"] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike))
-        methods["stranger"] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, whole=True))
+        methods[f"{REFERENCES[0]}:{lookalike}"] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike))
+        methods[REFERENCES[1]] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, whole=True))
     return methods
 
 
@@ -309,9 +310,9 @@ def tradeoff_chart(results: dict, path: Path, privacy: str = "matched") -> Path:
     top = min(1.05, max(0.3, 1.15 * max((r[privacy] for name, r in results.items() if name != "original"), default=0.0)))
     for ax, key, title in zip(axes, ("cnn_found", "hog_found"), ("dlib CNN (MMOD) finds a face", "dlib HOG finds a face")):
         for name, r in results.items():
-            learned = name.startswith("learned")
-            ax.scatter(r[key], r[privacy], s=60 if learned else 30, marker="*" if learned else "o",
-                       color="tab:red" if learned else "black" if name == "original" else "tab:blue")
+            learned, reference = name.startswith("learned"), name.startswith(REFERENCES)
+            ax.scatter(r[key], r[privacy], s=60 if learned else 30, marker="*" if learned else "D" if reference else "o",
+                       color="tab:red" if learned else "black" if name == "original" else "tab:gray" if reference else "tab:blue")
             ax.annotate(name.split("/")[-1].replace(".onnx", ""), (r[key], r[privacy]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(f"{title} (share of outputs)")
         ax.set_xlim(-0.05, 1.05)
@@ -319,7 +320,8 @@ def tradeoff_chart(results: dict, path: Path, privacy: str = "matched") -> Path:
         ax.axvspan(0.8 if key == "hog_found" else 0.9, 1.05, ymax=(0.03 + 0.05) / (top + 0.05), color="tab:green", alpha=0.15)
     axes[0].set_ylabel(PRIVACY_AXES[privacy])
     axes[0].set_ylim(-0.05, top)
-    fig.suptitle("Privacy against naturalness, hold-out LFW people; green: the targets (re-id <= 3%, CNN >= 90% / HOG >= 80%)", fontsize=9)
+    fig.suptitle("Privacy against naturalness, hold-out LFW people; green: the targets (re-id <= 3%, CNN >= 90% / HOG >= 80%);\n"
+                 "grey diamonds: real strangers' faces (references, not filters)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
