@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ros_anonymizer_training.lookalike import Lookalike, low_pass
 
@@ -41,3 +42,17 @@ def test_the_stranger_reference_pastes_the_whole_crop_and_a_frame_without_faces_
     assert np.array_equal(frame[40:64, 40:64], strangers[0][20:44, 20:44])  # its own nearest stranger is itself
     empty = frame.copy()
     assert whole(empty, np.zeros((0, 4))).shape == (0, 4) and np.array_equal(empty, frame)
+
+
+def test_no_detail_leaves_the_faces_own_low_pass_copy():
+    strangers = _strangers()
+    face = strangers[1][::-1].copy()
+    bare = Lookalike(strangers, box_enlarge=1.0, input_size=4, detail_scale=0.0).faces(face[None])[0]
+    assert np.abs(bare.astype(np.float32) - low_pass(face[None], 4)[0]).max() <= 1
+
+
+def test_a_detail_strength_out_of_range_is_a_plain_error():
+    from ros_anonymizer_training.privacy_check import main
+
+    with pytest.raises(SystemExit, match="--lookalike-detail takes strengths between 0 and 2"):
+        main(["--lookalike", "4", "--lookalike-detail", "-1"])

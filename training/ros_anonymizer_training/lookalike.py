@@ -35,17 +35,20 @@ class Lookalike:
 
     `labels` (one identity per stranger) let `faces` skip a face's own
     identity, as the trainer's `l1_target: lookalike` needs on trained faces.
+    `detail_scale` below 1 paints the stranger's detail fainter: the line
+    from the bare low-pass copy (0) to a real face (1), the trade-off any
+    painter with this input faces.
     """
 
     def __init__(self, strangers: np.ndarray, box_enlarge: float, input_size: int, whole: bool = False,
-                 labels: np.ndarray | None = None):
+                 labels: np.ndarray | None = None, detail_scale: float = 1.0):
         if not len(strangers):
             raise ValueError("Lookalike needs at least one stranger's face crop.")
         self.strangers = strangers
         self.crop_size = strangers.shape[1]
         self.box_enlarge, self.input_size, self.whole = box_enlarge, input_size, whole
         self.labels = labels
-        self.detail = strangers.astype(np.float32) - low_pass(strangers, input_size)
+        self.detail = (strangers.astype(np.float32) - low_pass(strangers, input_size)) * detail_scale
         self.keys = self._layout(strangers)
 
     def _layout(self, crops: np.ndarray) -> np.ndarray:

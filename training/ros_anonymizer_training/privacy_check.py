@@ -271,8 +271,9 @@ def baseline_config(spec: str):
 
 
 def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool = True,
-                  lookalike: int = 0, cfg: TrainConfig | None = None) -> dict:
-    """Method name -> (runtime config, learned anonymizer); with `lookalike` N, the two stranger references (lookalike.py) too."""
+                  lookalike: int = 0, cfg: TrainConfig | None = None, detail_scales=(1.0,)) -> dict:
+    """Method name -> (runtime config, learned anonymizer); with `lookalike` N, the stranger references (lookalike.py) too:
+    a stranger's detail at each of `detail_scales` over the face's own NxN copy, and a stranger's whole crop."""
     from ros_anonymizer.backends import load_backend
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer.filters import LearnedAnonymizer
@@ -288,7 +289,9 @@ def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool
         from .lookalike import Lookalike
 
         strangers = load_face_splits(cfg).train.crops
-        methods[f"{REFERENCES[0]}:{lookalike}"] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike))
+        for scale in detail_scales:
+            name = f"{REFERENCES[0]}:{lookalike}" + (f"x{scale:g}" if scale != 1 else "")
+            methods[name] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, detail_scale=scale))
         methods[REFERENCES[1]] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, whole=True))
     return methods
 
@@ -373,6 +376,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lookalike", type=int, default=0, metavar="N",
                         help="also measure two references made of trained people's real faces (lookalike.py): a stranger's detail "
                         "over the face's own NxN low-pass copy (a perfect M with NxN input; the bundled M's is 4), and a stranger's whole crop")
+    parser.add_argument("--lookalike-detail", type=float, nargs="+", default=[1.0], metavar="SCALE",
+                        help="with --lookalike, paint the stranger's detail at each of these strengths (0: the bare copy, 1: a real face)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--with-results", type=Path, nargs="*", default=[],
                         help="figures of other methods from earlier --json runs on the same people, shown and charted alongside")
@@ -383,6 +388,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.track_frames < 1:
         raise SystemExit("privacy_check: --track-frames must be 1 (no track attack) or more.")
+    if args.lookalike < 0:
+        raise SystemExit("privacy_check: --lookalike takes the low-pass size, 1 or more (0: no references).")
+    if any(not 0 <= scale <= 2 for scale in args.lookalike_detail):
+        raise SystemExit("privacy_check: --lookalike-detail takes strengths between 0 and 2 (1: a real stranger's detail).")
     cfg = TrainConfig.load(args.config)
     baselines = list(dict.fromkeys(args.baselines + (list(SWEEP) if args.sweep else [])))
     people = holdout_people(cfg, args.people)
@@ -393,10 +402,9 @@ def main(argv=None) -> int:
                 raise SystemExit(f"privacy_check: {path} was measured on other people; use the same --config and --people.")
             earlier[name] = r
     samples = {} if args.grid else None
-    if args.lookalike < 0:
-        raise SystemExit("privacy_check: --lookalike takes the low-pass size, 1 or more (0: no references).")
-    methods = build_methods(args.models, [b for b in baselines if b not in earlier], args.grid is not None or "original" not in earlier,
-                            args.lookalike, cfg)
+    methods = build_methods(args.models, baselines, args.grid is not None or "original" not in earlier,
+                            args.lookalike, cfg, args.lookalike_detail)
+    methods = {name: m for name, m in methods.items() if name not in earlier or name == "original"}  # measured already
     measured = measure(methods, people, samples, args.grid_people, args.track_frames)
     for r in measured.values():
         r["people"] = [str(p) for p, _ in people]
