@@ -270,6 +270,17 @@ def baseline_config(spec: str):
     return AnonymizerConfig(use_gpu=False).replace(**changes)
 
 
+def lookalike_name(size: int, scale: float) -> str:
+    """'lookalike:4' (a stranger's full detail over the 4x4 copy) or 'lookalike:4x0.5' (at half strength)."""
+    return f"{REFERENCES[0]}:{size}" + (f"x{scale:g}" if scale != 1 else "")
+
+
+def lookalike_scale(name: str) -> float:
+    """The detail strength in a lookalike_name."""
+    _, _, scale = name.partition(":")[2].partition("x")
+    return float(scale) if scale else 1.0
+
+
 def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool = True,
                   lookalike: int = 0, cfg: TrainConfig | None = None, detail_scales=(1.0,)) -> dict:
     """Method name -> (runtime config, learned anonymizer); with `lookalike` N, the stranger references (lookalike.py) too:
@@ -290,8 +301,7 @@ def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool
 
         strangers = load_face_splits(cfg).train.crops
         for scale in detail_scales:
-            name = f"{REFERENCES[0]}:{lookalike}" + (f"x{scale:g}" if scale != 1 else "")
-            methods[name] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, detail_scale=scale))
+            methods[lookalike_name(lookalike, scale)] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, detail_scale=scale))
         methods[REFERENCES[1]] = (learned_config, Lookalike(strangers, cfg.box_enlarge, lookalike, whole=True))
     return methods
 
@@ -310,8 +320,12 @@ def tradeoff_chart(results: dict, path: Path, privacy: str = "matched") -> Path:
     results = {name: r for name, r in results.items() if privacy in r}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     # Zoom in on the low-re-id corner: the original (always re-identified) is left above the chart.
-    top = min(1.05, max(0.3, 1.15 * max((r[privacy] for name, r in results.items() if name != "original"), default=0.0)))
+    top = min(1.05, max(0.1, 1.15 * max((r[privacy] for name, r in results.items() if name != "original"), default=0.0)))
+    bottom = -top / 20  # room for the points at zero
+    line = [results[name] for name in sorted((n for n in results if n.startswith(REFERENCES[0])), key=lookalike_scale)]
     for ax, key, title in zip(axes, ("cnn_found", "hog_found"), ("dlib CNN (MMOD) finds a face", "dlib HOG finds a face")):
+        if len(line) > 1:  # a stranger's detail from faint to full: the line any painter with M's input moves along
+            ax.plot([r[key] for r in line], [r[privacy] for r in line], color="tab:gray", lw=1, alpha=0.6, zorder=0)
         for name, r in results.items():
             learned, reference = name.startswith("learned"), name.startswith(REFERENCES)
             ax.scatter(r[key], r[privacy], s=60 if learned else 30, marker="*" if learned else "D" if reference else "o",
@@ -320,9 +334,9 @@ def tradeoff_chart(results: dict, path: Path, privacy: str = "matched") -> Path:
         ax.set_xlabel(f"{title} (share of outputs)")
         ax.set_xlim(-0.05, 1.05)
         ax.grid(alpha=0.3)
-        ax.axvspan(0.8 if key == "hog_found" else 0.9, 1.05, ymax=(0.03 + 0.05) / (top + 0.05), color="tab:green", alpha=0.15)
+        ax.axvspan(0.8 if key == "hog_found" else 0.9, 1.05, ymax=(0.03 - bottom) / (top - bottom), color="tab:green", alpha=0.15)
     axes[0].set_ylabel(PRIVACY_AXES[privacy])
-    axes[0].set_ylim(-0.05, top)
+    axes[0].set_ylim(bottom, top)
     fig.suptitle("Privacy against naturalness, hold-out LFW people; green: the targets (re-id <= 3%, CNN >= 90% / HOG >= 80%);\n"
                  "grey diamonds: real strangers' faces (references, not filters)", fontsize=9)
     fig.tight_layout()
