@@ -18,7 +18,9 @@ from .backends import Backend, ModelError
 from .config import AnonymizerConfig
 
 ANONYMIZER_INPUT = "faces"
+ANONYMIZER_LANDMARKS = "landmarks"  # optional second input: [N,10] CenterFace's 5 points in the crop, 0..1; -1 where unknown
 ANONYMIZER_OUTPUT = "anonymized"
+UNKNOWN_LANDMARK = -1.0
 BUNDLED_ANONYMIZER = "anonymizer_edge.onnx"
 
 
@@ -96,6 +98,23 @@ def square_bounds(squares: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarr
     return regions
 
 
+def crop_landmarks(landmarks: np.ndarray | None, squares: np.ndarray) -> np.ndarray:
+    """Frame-pixel 5-point landmarks (N,10: x0, y0, ... x4, y4) -> float32 0..1 within each square; -1 rows where unknown.
+
+    A face held by the tracker between detections has no landmarks (all
+    zeros), and neither has a face given without them: both read as unknown.
+    """
+    out = np.full((len(squares), 10), UNKNOWN_LANDMARK, np.float32)
+    if landmarks is None or not len(squares):
+        return out
+    landmarks = np.asarray(landmarks, np.float32).reshape(-1, 10)
+    known = np.abs(landmarks).sum(1) > 0
+    side = squares[:, 2:3].astype(np.float32)
+    points = (landmarks.reshape(-1, 5, 2) - squares[:, None, :2]) / side[:, None]
+    out[known] = points.reshape(-1, 10)[known]
+    return out
+
+
 def crop_squares(rgb: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:
     """Square crops resized to size x size, uint8 (N,S,S,3); parts outside the frame repeat the edge pixels."""
     crops = np.empty((len(squares), size, size, 3), np.uint8)
@@ -148,18 +167,28 @@ class LearnedAnonymizer:
             raise ModelError(f"anonymizer has no output named {ANONYMIZER_OUTPUT!r}.")
         if len(spec.shape) != 4 or spec.shape[1] != 3:
             raise ModelError(f"anonymizer input must be [N,3,S,S], not {list(spec.shape)}.")
+        self.takes_landmarks = any(i.name == ANONYMIZER_LANDMARKS for i in backend.inputs)
+        if self.takes_landmarks and list(backend.input(ANONYMIZER_LANDMARKS).shape)[1:] != [10]:
+            raise ModelError(f"anonymizer input {ANONYMIZER_LANDMARKS!r} must be [N,10], not {list(backend.input(ANONYMIZER_LANDMARKS).shape)}.")
         self.backend = backend
         self.low, self.high = float(low), float(high)
 
-    def __call__(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Anonymize the faces in place; returns the int regions changed, as xyxy."""
+    def __call__(self, rgb: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
+        """Anonymize the faces in place; returns the int regions changed, as xyxy.
+
+        `landmarks` (N,10, frame pixels, the detector's) reach a model that
+        takes them, so it paints eyes, nose and mouth where the person's are.
+        """
         squares = square_regions(boxes, self.box_enlarge)
         if not len(squares):
             return np.zeros((0, 4), np.int64)
         crops = crop_squares(rgb, squares, self.crop_size)
         scale = (self.high - self.low) / 255.0
         batch = (crops.transpose(0, 3, 1, 2).astype(np.float32) * scale + self.low)
-        out = self.backend.run({ANONYMIZER_INPUT: batch})[ANONYMIZER_OUTPUT]
+        feeds = {ANONYMIZER_INPUT: batch}
+        if self.takes_landmarks:
+            feeds[ANONYMIZER_LANDMARKS] = crop_landmarks(landmarks, squares)
+        out = self.backend.run(feeds)[ANONYMIZER_OUTPUT]
         if out.shape != batch.shape:
             raise ModelError(f"anonymizer returned shape {out.shape} for input {batch.shape}.")
         faces = np.clip((out - self.low) / scale, 0, 255).transpose(0, 2, 3, 1).astype(np.uint8)
@@ -168,13 +197,14 @@ class LearnedAnonymizer:
 
 
 def apply_filter(rgb: np.ndarray, boxes: np.ndarray, config: AnonymizerConfig,
-                 learned: LearnedAnonymizer | None = None, rng: np.random.Generator | None = None):
+                 learned: LearnedAnonymizer | None = None, rng: np.random.Generator | None = None,
+                 landmarks: np.ndarray | None = None):
     """A new frame with every face box anonymized, and the int xyxy regions that were changed."""
     out = rgb.copy()
     if config.filter == "learned":
         if learned is None:
             raise ModelError("filter 'learned' needs an anonymizer model, and none is loaded.")
-        return out, learned(out, boxes)
+        return out, learned(out, boxes, landmarks)
     regions = enlarge_boxes(boxes, config.box_enlarge, rgb.shape)
     if config.filter == "blur":
         blur(out, regions, config.blur_strength)

@@ -128,7 +128,7 @@ class Pipeline:
                 detected = self.detector(frame)
             faces = self.tracker.update(detected, frame.shape)
             lap("faces")
-            image, regions = apply_filter(frame, faces.boxes, config, self.learned, self._rng)
+            image, regions = apply_filter(frame, faces.boxes, config, self.learned, self._rng, faces.landmarks)
             lap("filter")
             actions = self.action_detector(image) if self.action_detector is not None else Actions()
             lap("actions")

@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ros_anonymizer.backends import load_backend  # noqa: E402
-from ros_anonymizer.filters import BUNDLED_ANONYMIZER, LearnedAnonymizer, bundled_model  # noqa: E402
+from ros_anonymizer.filters import (ANONYMIZER_INPUT, ANONYMIZER_LANDMARKS, BUNDLED_ANONYMIZER, LearnedAnonymizer,  # noqa: E402
+                                    bundled_model, crop_landmarks, square_regions)
 
 
 def median_ms(call, repeats: int) -> float:
@@ -43,11 +44,16 @@ def median_ms(call, repeats: int) -> float:
 def bench(model: str, faces: int, repeats: int, threads: int) -> dict:
     learned = LearnedAnonymizer(load_backend(model, "onnxruntime", use_gpu=False, threads=threads))
     size = learned.crop_size
-    batch = np.random.default_rng(0).uniform(-1, 1, (faces, 3, size, size)).astype(np.float32)
-    model_ms = median_ms(lambda: learned.backend.run({"faces": batch}), repeats)
-    frame = np.random.default_rng(1).integers(0, 255, (480, 640, 3), np.uint8)
+    feeds = {ANONYMIZER_INPUT: np.random.default_rng(0).uniform(-1, 1, (faces, 3, size, size)).astype(np.float32)}
     boxes = np.array([[20 + 85 * i, 180, 100 + 85 * i, 280] for i in range(faces)], np.float32)
-    filter_ms = median_ms(lambda: learned(frame.copy(), boxes), repeats)
+    # Eyes, nose and mouth corners where a frontal face in each box has them.
+    landmarks = (boxes[:, None, :2] + (boxes[:, None, 2:] - boxes[:, None, :2]) * np.array(
+        [[0.33, 0.4], [0.67, 0.4], [0.5, 0.58], [0.37, 0.75], [0.63, 0.75]], np.float32)).reshape(-1, 10)
+    if learned.takes_landmarks:
+        feeds[ANONYMIZER_LANDMARKS] = crop_landmarks(landmarks, square_regions(boxes, learned.box_enlarge))
+    model_ms = median_ms(lambda: learned.backend.run(feeds), repeats)
+    frame = np.random.default_rng(1).integers(0, 255, (480, 640, 3), np.uint8)
+    filter_ms = median_ms(lambda: learned(frame.copy(), boxes, landmarks), repeats)
     return {"model": model, "faces": faces, "model_ms_per_face": model_ms / faces, "filter_ms_per_face": filter_ms / faces}
 
 

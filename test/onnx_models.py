@@ -41,6 +41,31 @@ def anonymizer_model(path: Path, crop_size: int = 32, *, fixed_batch: int | None
     return path
 
 
+def landmark_probe_anonymizer(path: Path, crop_size: int = 32) -> Path:
+    """An anonymizer with the optional `landmarks` input that paints each face flat in the mean of the landmarks it was fed.
+
+    So a test reads back, from the pasted pixels, what the runtime passed.
+    """
+    nodes = [helper.make_node("ReduceMean", ["landmarks"], ["mean"], axes=[1], keepdims=1),
+             helper.make_node("Reshape", ["mean", "shape"], ["level"]),
+             helper.make_node("Mul", ["faces", "zero"], ["blank"]),
+             helper.make_node("Add", ["blank", "level"], ["anonymized"])]
+    initializers = [helper.make_tensor("shape", TensorProto.INT64, [4], [-1, 1, 1, 1]), helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]
+    graph = helper.make_graph(
+        nodes, "landmark_probe",
+        [helper.make_tensor_value_info("faces", TensorProto.FLOAT, ["N", 3, crop_size, crop_size]),
+         helper.make_tensor_value_info("landmarks", TensorProto.FLOAT, ["N", 10])],
+        [helper.make_tensor_value_info("anonymized", TensorProto.FLOAT, ["N", 3, crop_size, crop_size])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in {"model_kind": "anonymizer", "crop_size": str(crop_size), "value_range": "[-1, 1]", "box_enlarge": "1.0",
+                       "preset": "test", "trained_on": "nothing: a test model that shows the landmarks it was given"}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
 def nan_anonymizer_model(path: Path, crop_size: int = 32) -> Path:
     """An anonymizer following the M contract whose output is NaN wherever the input is negative (Sqrt)."""
     graph = helper.make_graph(

@@ -29,7 +29,7 @@ from ros_anonymizer.config import AnonymizerConfig
 from ros_anonymizer.faces import centerface_onnx
 
 from conftest import REPO, require_data
-from onnx_models import anonymizer_model
+from onnx_models import anonymizer_model, landmark_probe_anonymizer
 
 SM = "8.9"  # an RTX compute capability tensorrt_rtx can target without a GPU
 SHIPPED = sorted((REPO / "ros_anonymizer" / "models").glob("*.onnx"))
@@ -248,7 +248,11 @@ def test_calibration_frames_and_batches_from_real_data(tmp_path):
     meta = {p.key: p.value for p in onnx.load_from_string(anon).metadata_props}
     crops = calibration_batches(faces, meta, onnx_profiles(anon, options))
     assert crops and crops[0]["faces"].shape == (4, 3, 32, 32)
-    assert -1.0 <= crops[0]["faces"].min() < crops[0]["faces"].max() <= 1.0
+    assert -1.0 <= crops[0]["faces"].min() < crops[0]["faces"].max() <= 1.0 and set(crops[0]) == {"faces"}
+    # An M that takes landmarks calibrates on the detector's real ones, in the crop (0..1).
+    probe = landmark_probe_anonymizer(tmp_path / "probe.onnx").read_bytes()
+    guided = calibration_batches(faces, {p.key: p.value for p in onnx.load_from_string(probe).metadata_props}, onnx_profiles(probe, options))
+    assert guided[0]["landmarks"].shape == (4, 10) and 0.0 < guided[0]["landmarks"].min() < guided[0]["landmarks"].max() < 1.0
     with pytest.raises(ModelError, match="has no INT8 calibration"):
         entropy_calibrator(trt, crops, tmp_path / "x.calib")
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx_models import anonymizer_model
+from onnx_models import anonymizer_model, landmark_probe_anonymizer
 
 from ros_anonymizer.backends import ModelError, load_backend
 from ros_anonymizer.config import AnonymizerConfig
-from ros_anonymizer.filters import (LearnedAnonymizer, crop_squares, enlarge_boxes, paste_squares, soft_ellipse,
+from ros_anonymizer.filters import (LearnedAnonymizer, crop_landmarks, crop_squares, enlarge_boxes, paste_squares, soft_ellipse,
                                     square_regions)
 from ros_anonymizer.pipeline import Pipeline
 
@@ -127,3 +127,21 @@ def test_noise_resists_a_located_attack_where_noise_alone_does_not(lfw_faces):
     assert attacked >= 15
     assert noise_only >= 2, "the attack must be able to succeed (it does on noise alone)"
     assert filtered == 0
+
+
+def test_landmarks_reach_a_model_that_takes_them_in_crop_coordinates_and_a_held_face_reads_as_unknown(tmp_path):
+    learned = LearnedAnonymizer(load_backend(landmark_probe_anonymizer(tmp_path / "probe.onnx"), "onnxruntime", use_gpu=False))
+    assert learned.takes_landmarks
+    frame = np.full((100, 100, 3), 50, np.uint8)
+    boxes = np.array([[10, 10, 50, 50], [60, 60, 90, 90]], np.float32)
+    landmarks = np.zeros((2, 10), np.float32)  # the second face is held by the tracker: no landmarks
+    landmarks[0, 0::2], landmarks[0, 1::2] = 40, 20  # every point at x 0.75, y 0.25 of the first square
+    learned(frame, boxes, landmarks)
+    assert abs(int(frame[30, 30, 0]) - round((0.5 + 1) * 127.5)) <= 1  # the mean of the crop coordinates, 0.5
+    assert frame[75, 75, 0] == 0  # unknown: -1
+    assert np.array_equal(crop_landmarks(landmarks, np.array([[10, 10, 40], [60, 60, 30]]))[0], np.tile([0.75, 0.25], 5))
+    assert (crop_landmarks(None, np.array([[0, 0, 8]])) == -1).all() and crop_landmarks(landmarks[:0], np.zeros((0, 3))).shape == (0, 10)
+    # Without landmarks at all (a filter called as before) every face is unknown, and the frame is still anonymized.
+    plain = np.full((100, 100, 3), 50, np.uint8)
+    learned(plain, boxes)
+    assert plain[30, 30, 0] == 0 and plain[75, 75, 0] == 0

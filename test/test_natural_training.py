@@ -99,7 +99,7 @@ def natural_run(tmp_path_factory):
     values = TrainConfig.load("tiny").to_dict()
     values.update(faces_root=str(require_data("lfw", "images")), cache_dir=str(tmp / "cache"), out_dir=str(tmp / "run"),
                   pretrain_d_steps=40, joint_steps=30, eval_every=30, log_every=5, track_views=3,
-                  lambda_track_privacy=1.0, **NATURAL)
+                  lambda_track_privacy=1.0, m_landmarks=True, **NATURAL)
     cfg = TrainConfig.from_dict(values)
     out = train(cfg, ["pretrain-d", "joint", "export"])
     return cfg, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -122,15 +122,43 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
     graph = onnx.load(exported["path"])
     assert "ConvTranspose" not in {n.op_type for n in graph.graph.node}
     backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
-    assert "lowpass generator on 8x8" in backend.metadata["trained_on"] and "track privacy over 3 views" in backend.metadata["trained_on"]
+    assert "lowpass generator on 8x8 low-pass input and CenterFace's 5 landmarks" in backend.metadata["trained_on"]
+    assert "track privacy over 3 views" in backend.metadata["trained_on"]
+    assert [i.name for i in graph.graph.input] == ["faces", "landmarks"]
     learned = LearnedAnonymizer(backend)
+    assert learned.takes_landmarks
     rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
     out = rgb.copy()
-    x1, y1, x2, y2 = learned(out, np.array([[90, 80, 160, 170]], np.float32))[0]
+    landmarks = np.array([[110, 110, 140, 110, 125, 130, 112, 150, 138, 150]], np.float32)
+    x1, y1, x2, y2 = learned(out, np.array([[90, 80, 160, 170]], np.float32), landmarks)[0]
     assert np.abs(out[y1:y2, x1:x2].astype(int) - rgb[y1:y2, x1:x2]).mean() > 1.0
     outside = np.ones(rgb.shape[:2], bool)
     outside[y1:y2, x1:x2] = False
     assert np.array_equal(out[outside], rgb[outside])
+
+
+def test_landmark_heads_start_at_zero_and_then_paint_only_where_the_landmarks_are_known():
+    from ros_anonymizer_training.data.faces import flip_landmarks
+
+    torch.manual_seed(0)
+    plain = LowPassAnonymizer(32, 4, 8, 1, 8).eval()
+    guided = LowPassAnonymizer(32, 4, 8, 1, 8, landmarks=True).eval()
+    guided.load_state_dict(plain.state_dict(), strict=False)
+    x = real_faces(3)
+    marks = torch.tensor([[0.35, 0.4, 0.65, 0.4, 0.5, 0.55, 0.4, 0.7, 0.6, 0.7]] * 2 + [[-1.0] * 10])
+    with torch.no_grad():
+        assert torch.equal(guided(x, marks), plain(x))  # zero heads: the M it was started from
+        for head in guided.landmark_heads:
+            torch.nn.init.normal_(head.weight, 0, 0.5)
+        moved = guided(x, marks)
+        unknown = guided(x, torch.full_like(marks, -1.0))
+    assert (moved[:2] - unknown[:2]).abs().mean() > 1e-3 and torch.equal(moved[2], unknown[2])
+    maps = guided.landmark_maps(marks, 16)
+    assert maps.shape == (3, 5, 16, 16) and maps[2].abs().max() == 0
+    assert maps[0, 0].flatten().argmax() == 6 * 16 + 5  # the left eye's peak, at x 0.35 and y 0.4 of 16 cells
+    mirrored = flip_landmarks(marks)
+    assert torch.allclose(mirrored[0, :2], torch.tensor([0.35, 0.4])) and torch.allclose(mirrored[0, 4:6], torch.tensor([0.5, 0.55]))
+    assert torch.allclose(flip_landmarks(mirrored), marks)
 
 
 def test_track_moves_are_small_and_reproducible():
@@ -228,7 +256,8 @@ def test_interpolating_two_anonymizers_lands_between_them_and_keeps_the_contract
     faces = real_faces(3, cfg.crop_size).numpy()
     mid = load_backend(tmp_path / "mid.onnx", "onnxruntime", use_gpu=False)
     expected = load_backend(tmp_path / "three_quarters.onnx", "onnxruntime", use_gpu=False)
-    np.testing.assert_allclose(mid.run({"faces": faces})["anonymized"], expected.run({"faces": faces})["anonymized"], atol=1e-5)
+    feeds = {"faces": faces, "landmarks": np.array([[0.35, 0.4, 0.65, 0.4, 0.5, 0.55, 0.4, 0.7, 0.6, 0.7]] * 2 + [[-1] * 10], np.float32)}
+    np.testing.assert_allclose(mid.run(feeds)["anonymized"], expected.run(feeds)["anonymized"], atol=1e-5)
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "mid.onnx")).metadata_props}
     assert meta["model_kind"] == "anonymizer" and "0.50 x half.onnx" in meta["trained_on"]
     assert "Someone_Else" in json.loads(meta["trained_identities"]) and len(json.loads(meta["trained_identities"])) > 1

@@ -86,21 +86,26 @@ def model_kind(metadata: dict[str, str], input_names: list[str]) -> str:
 
 def calibration_batches(frames: list[np.ndarray], metadata: dict[str, str], profiles: dict) -> list[dict[str, np.ndarray]]:
     """Network inputs at the profile's optimal shape (TensorRT calibrates at that shape), made the runtime's way."""
+    from ros_anonymizer.filters import ANONYMIZER_INPUT, ANONYMIZER_LANDMARKS
+
     kind = model_kind(metadata, list(profiles))
-    (name, (_, opt, _)), = profiles.items()
     if kind == "face_detector":
+        (name, (_, opt, _)), = profiles.items()
         return [{name: _padded_blob(f, opt[2], opt[3])} for f in frames]
     if kind == "action_detector":
         from ros_anonymizer.actions import preprocess
 
+        (name, _), = profiles.items()
         return [{name: preprocess(f, metadata)[0]} for f in frames]
-    crops = face_crops(frames, int(metadata["crop_size"]), float(metadata["box_enlarge"]))
+    crops, landmarks = face_crops(frames, int(metadata["crop_size"]), float(metadata["box_enlarge"]))
     low, high = json.loads(metadata["value_range"])
-    batch = opt[0]
+    batch = profiles[ANONYMIZER_INPUT][1][0]
     if len(crops) < batch:
         raise ModelError(f"the calibration data holds {len(crops)} faces; the anonymizer needs at least {batch}.")
-    scaled = crops.transpose(0, 3, 1, 2).astype(np.float32) * ((high - low) / 255.0) + low
-    return [{name: scaled[i:i + batch]} for i in range(0, len(scaled) - batch + 1, batch)]
+    inputs = {ANONYMIZER_INPUT: crops.transpose(0, 3, 1, 2).astype(np.float32) * ((high - low) / 255.0) + low}
+    if ANONYMIZER_LANDMARKS in profiles:  # an M that takes the detector's landmarks calibrates on the real ones
+        inputs[ANONYMIZER_LANDMARKS] = landmarks
+    return [{k: v[i:i + batch] for k, v in inputs.items()} for i in range(0, len(crops) - batch + 1, batch)]
 
 
 def _padded_blob(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -112,16 +117,20 @@ def _padded_blob(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return blob
 
 
-def face_crops(frames: list[np.ndarray], size: int, enlarge: float) -> np.ndarray:
-    """Square face crops as the runtime cuts them: CenterFace (ONNX Runtime) boxes, enlarged like in training."""
+def face_crops(frames: list[np.ndarray], size: int, enlarge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Square face crops as the runtime cuts them (CenterFace boxes through ONNX Runtime, enlarged like in training), and their landmarks in the crop."""
     from ros_anonymizer.backends import load_backend
     from ros_anonymizer.faces import CenterFaceDetector, centerface_onnx
-    from ros_anonymizer.filters import crop_squares, square_regions
+    from ros_anonymizer.filters import crop_landmarks, crop_squares, square_regions
 
     detector = CenterFaceDetector(load_backend(centerface_onnx(), "onnxruntime", use_gpu=False))
-    crops = [crop_squares(f, square_regions(detector(f).boxes, enlarge), size)
-             for f in tqdm(frames, desc="finding faces for calibration", unit="frame")]
-    return np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+    crops, landmarks = [np.zeros((0, size, size, 3), np.uint8)], [np.zeros((0, 10), np.float32)]
+    for frame in tqdm(frames, desc="finding faces for calibration", unit="frame"):
+        faces = detector(frame)
+        squares = square_regions(faces.boxes, enlarge)
+        crops.append(crop_squares(frame, squares, size))
+        landmarks.append(crop_landmarks(faces.landmarks, squares))
+    return np.concatenate(crops), np.concatenate(landmarks)
 
 
 def entropy_calibrator(trt, batches: list[dict[str, np.ndarray]], cache_file: Path):

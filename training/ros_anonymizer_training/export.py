@@ -15,7 +15,8 @@ import torch
 
 OPSET = 17
 TOLERANCE = 1e-4  # max |onnxruntime - torch| on the [-1, 1] output, float32 on CPU
-ALLOWED_OPS = {"Conv", "ConvTranspose", "InstanceNormalization", "Relu", "Tanh", "Pad", "Add", "AveragePool", "Resize", "Clip"}
+ALLOWED_OPS = {"Conv", "ConvTranspose", "InstanceNormalization", "Relu", "Tanh", "Pad", "Add", "AveragePool", "Resize", "Clip",
+               "Slice", "Unsqueeze", "Sub", "Mul", "Exp", "GreaterOrEqual", "Cast"}  # the second line: M's landmark maps
 
 
 class ExportError(RuntimeError):
@@ -32,13 +33,16 @@ def export_anonymizer(model: torch.nn.Module, path: str | Path, *, crop_size: in
     """
     import onnx
 
+    from ros_anonymizer.filters import ANONYMIZER_INPUT, ANONYMIZER_LANDMARKS, ANONYMIZER_OUTPUT
+
     model = model.eval().float().cpu()
-    example = torch.zeros(2, 3, crop_size, crop_size)
+    inputs = [ANONYMIZER_INPUT] + ([ANONYMIZER_LANDMARKS] if takes_landmarks(model) else [])
+    example = (torch.zeros(2, 3, crop_size, crop_size), torch.full((2, 10), 0.5))[:len(inputs)]
     buffer = io.BytesIO()
     with warnings.catch_warnings():  # the exporter's notes on InstanceNorm and Slice folding; fold_constants handles both
         warnings.simplefilter("ignore", UserWarning)
-        torch.onnx.export(model, (example,), buffer, input_names=["faces"], output_names=["anonymized"],
-                          dynamic_axes={"faces": {0: "N"}, "anonymized": {0: "N"}}, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(model, example, buffer, input_names=inputs, output_names=[ANONYMIZER_OUTPUT],
+                          dynamic_axes={name: {0: "N"} for name in inputs + [ANONYMIZER_OUTPUT]}, opset_version=OPSET, dynamo=False)
     graph = fold_constants(onnx.load_from_string(buffer.getvalue()))
     metadata = {"model_kind": "anonymizer", "crop_size": str(crop_size), "value_range": "[-1, 1]",
                 "box_enlarge": str(float(box_enlarge)), "preset": preset, "trained_on": trained_on,
@@ -88,18 +92,26 @@ def fold_constants(model):
     return model
 
 
+def takes_landmarks(model: torch.nn.Module) -> bool:
+    """Whether M has landmark heads, so its graph gets the contract's second input."""
+    return getattr(model, "landmark_heads", None) is not None
+
+
 def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, crop_size: int, batches=(1, 5)) -> dict:
-    """Run real faces-like inputs through ONNX Runtime and torch; raise if they differ by more than TOLERANCE."""
+    """Run real faces-like inputs (and landmarks, the first face's unknown) through ONNX Runtime and torch; raise if they differ by more than TOLERANCE."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     for n in batches:
-        faces = torch.rand(n, 3, crop_size, crop_size, generator=generator) * 2 - 1
+        feeds = {"faces": torch.rand(n, 3, crop_size, crop_size, generator=generator) * 2 - 1}
+        if takes_landmarks(model):
+            feeds["landmarks"] = torch.rand(n, 10, generator=generator) * 0.6 + 0.2
+            feeds["landmarks"][0] = -1
         with torch.no_grad():
-            expected = model(faces).numpy()
-        got = session.run(["anonymized"], {"faces": faces.numpy()})[0]
+            expected = model(*feeds.values()).numpy()
+        got = session.run(["anonymized"], {name: value.numpy() for name, value in feeds.items()})[0]
         if got.shape != expected.shape:
             raise ExportError(f"ONNX output shape {got.shape} differs from torch's {expected.shape} for a batch of {n}.")
         worst = max(worst, float(np.abs(got - expected).max()))
@@ -124,9 +136,9 @@ def anonymizer_weights(path: str | Path, expected: dict, name: str = "the anonym
     except (OSError, DecodeError) as e:
         raise ExportError(f"cannot read {name} {path}: {e.__class__.__name__}; give an anonymizer ONNX this trainer exported.") from None
     found = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
-    missing = [k for k in expected if k not in found]
+    missing = [k for k in expected if k not in found and not k.startswith("landmark_heads.")]  # new heads start at zero
     wrong = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
     if missing or wrong:
         raise ExportError(f"{name} {path} does not fit this preset's M ({len(missing)} weights missing, "
                           f"{len(wrong)} of another shape); use the same m_channels, m_blocks and crop_size it was trained with.")
-    return {k: found[k].to(expected[k].dtype) for k in expected}
+    return {k: found[k].to(expected[k].dtype) if k in found else expected[k] for k in expected}

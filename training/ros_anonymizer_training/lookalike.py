@@ -71,7 +71,8 @@ class Lookalike:
             return self.strangers[chosen]
         return np.clip(low_pass(crops, self.input_size) + self.detail[chosen], 0, 255).astype(np.uint8)
 
-    def __call__(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def __call__(self, rgb: np.ndarray, boxes: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
+        """The runtime filter's call; the stranger is chosen by layout, so `landmarks` are not used."""
         squares = square_regions(boxes, self.box_enlarge)
         if not len(squares):
             return np.zeros((0, 4), np.int64)

@@ -145,7 +145,12 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     from ros_anonymizer.filters import apply_filter
 
     runtime_detector = load_face_detector(AnonymizerConfig(use_gpu=False))
-    anonymize = lambda rgb, config, learned: rgb if config is None else apply_filter(rgb, runtime_detector(rgb).boxes, config, learned)[0]
+    def anonymize(rgb, config, learned):
+        if config is None:
+            return rgb
+        faces = runtime_detector(rgb)
+        return apply_filter(rgb, faces.boxes, config, learned, landmarks=faces.landmarks)[0]
+
     reference = reference_detector()
     judges = NaturalnessJudges()
     dlib = Attack(FaceRecognizer(), DISTANCE_THRESHOLD, False, methods)

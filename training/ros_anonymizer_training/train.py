@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from . import checkpoint, export, losses
 from .config import TrainConfig, TrainConfigError
-from .data.faces import FaceSplits, load_face_splits, to_tensor, to_uint8
+from .data.faces import FaceSplits, flip_landmarks, load_face_splits, to_tensor, to_uint8
 from .lookalike import Lookalike
 from .models.anonymizer import build_anonymizer
 from .models.discriminator import build_discriminator, to_discriminator_input
@@ -40,6 +40,7 @@ from .report import MetricsLog, face_grid, plot_curves
 
 STAGES = ("pretrain-d", "pretrain-a", "joint", "export")
 FACE_FOUND = 0.5  # CenterFace score at which the evaluation's naturalness figure counts a face as found
+LANDMARK_DROPOUT = 0.15  # share of training faces M sees without landmarks (m_landmarks)
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -76,6 +77,8 @@ class Run:
                 self.data = load_face_splits(cfg)
         self.train_x = to_tensor(self.data.train.crops).to(self.device)
         self.train_y = torch.from_numpy(self.data.train.labels).to(self.device)
+        self.train_marks = torch.from_numpy(self.data.train.landmarks).to(self.device)
+        self.val_marks = torch.from_numpy(self.data.val.landmarks).to(self.device)
         self.val_x = to_tensor(self.data.val.crops).to(self.device)
         self.val_y = torch.from_numpy(self.data.val.labels).to(self.device)
         self.mask = torch.from_numpy(_soft_ellipse(cfg.crop_size)).to(self.device)
@@ -108,16 +111,24 @@ class Run:
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     def batch(self, stage: str, step: int):
-        """The batch for (stage, step) on this rank, a pure function of the seed: resuming replays exactly."""
+        """The batch (faces, labels, landmarks) for (stage, step) on this rank, a pure function of the seed: resuming replays exactly.
+
+        A share of the faces (LANDMARK_DROPOUT) lose their landmarks, as a
+        face the robot's tracker holds between detections has none.
+        """
         g = step_generator(self.cfg.seed, self.rank, STAGES.index(stage), step)
         idx = torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=g).to(self.device)
-        x, y = self.train_x[idx], self.train_y[idx]
+        x, y, marks = self.train_x[idx], self.train_y[idx], self.train_marks[idx]
         if self.cfg.augment:
             flip = (torch.rand(len(x), generator=g) < 0.5).to(self.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            marks = torch.where(flip[:, None], flip_landmarks(marks), marks)
             gain = (1 + 0.2 * (torch.rand(len(x), 1, 1, 1, generator=g) - 0.5)).to(self.device)
             x = (x * gain).clamp(-1, 1)
-        return x, y
+        if self.cfg.m_landmarks:
+            lost = (torch.rand(len(x), generator=g) < LANDMARK_DROPOUT).to(self.device)
+            marks = torch.where(lost[:, None], torch.full_like(marks, -1.0), marks)
+        return x, y, marks
 
     def pasted(self, modified: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
         """What the robot publishes: M's output blended over the crop with the runtime's soft elliptical mask."""
@@ -219,7 +230,7 @@ def evaluate(run: Run, stage: str, step: int) -> dict:
     for start in range(0, len(run.val_y), 256):
         x, y = run.val_x[start:start + 256], run.val_y[start:start + 256]
         with run.autocast():
-            modified = run.pasted(run.m(x).float(), x)
+            modified = run.pasted(run.m(x, run.val_marks[start:start + 256]).float(), x)
             emb_o, emb_m = run.d_embed(x, run.d), run.d_embed(modified, run.d)
         correct_orig += (run.d.cosine(emb_o.float()).argmax(1) == y).sum().item()
         correct_mod += (run.d.cosine(emb_m.float()).argmax(1) == y).sum().item()
@@ -244,12 +255,12 @@ def pretrain_d(run: Run, steps: int):
     """
     train_m = not run.cfg.init_anonymizer
     for step in _steps(run, "pretrain-d", steps):
-        x, y = run.batch("pretrain-d", step)
+        x, y, marks = run.batch("pretrain-d", step)
         with run.autocast():
             loss_d = losses.identity_loss(run.d, run.d_embed(x).float(), y)
             record = {"loss_d_original": loss_d.item()}
             if train_m:
-                raw = run.m_train(x).float()
+                raw = run.m_train(x, marks).float()
                 modified = run.pasted(raw, x)
                 realism_step(run, x, modified, record)
                 loss_rec = losses.l1_loss(modified, x)
@@ -289,18 +300,19 @@ def joint(run: Run, steps: int):
     d_params = list(run.d.parameters())
     with_det = cfg.lambda_det > 0 and run.action is not None
     for step in _steps(run, "joint", steps):
-        x, y = run.batch("joint", step)
+        x, y, marks = run.batch("joint", step)
         later = None  # M's pasted output on the track's later views, when training for privacy over tracks
         with run.autocast():
             if with_det:
-                out, frames, targets = m_on_faces_and_frames(run, x, step)
+                out, frames, targets = m_on_faces_and_frames(run, x, marks, step)
             elif cfg.track_views > 1:
                 moves = TrackMoves.draw(len(x), cfg.track_views, step_generator(cfg.seed, run.rank, TRACK_STREAM, step), x.device)
                 views = moves.apply(x).to(x.dtype)
-                out_views = run.m_train(torch.cat([x, views])).float()
+                # The moved views' landmarks are not known: M sees them as a held face's.
+                out_views = run.m_train(torch.cat([x, views]), torch.cat([marks, torch.full_like(marks, -1.0).repeat(cfg.track_views - 1, 1)])).float()
                 out, later = out_views[:len(x)], run.pasted(out_views[len(x):], views)
             else:
-                out = run.m_train(x)
+                out = run.m_train(x, marks)
             raw = out.float()
             modified = run.pasted(raw, x)
         record = {}
@@ -393,7 +405,7 @@ def m_content_loss(run: Run, raw: torch.Tensor, modified: torch.Tensor, x: torch
     return total
 
 
-def m_on_faces_and_frames(run: Run, x: torch.Tensor, step: int):
+def m_on_faces_and_frames(run: Run, x: torch.Tensor, marks: torch.Tensor, step: int):
     """M on the identity batch and on every face of a batch of action frames in ONE forward pass (as DDP wants).
 
     Returns M's output for `x`, the frames with M's output pasted over their
@@ -403,12 +415,12 @@ def m_on_faces_and_frames(run: Run, x: torch.Tensor, step: int):
     held = {}
 
     def anonymize(crops):
-        out = run.m_train(torch.cat([x, crops.to(x.dtype)]))
+        out = run.m_train(torch.cat([x, crops.to(x.dtype)]), torch.cat([marks, torch.full_like(marks[:1], -1.0).expand(len(crops), -1)]))
         held["faces"] = out[:len(x)]
         return out[len(x):]
 
     frames, targets = data.anonymized_batch(step, run.cfg.action_batch_size, run.device, anonymize, run.cfg)
-    faces = held["faces"] if "faces" in held else run.m_train(x)  # frames without faces never call M
+    faces = held["faces"] if "faces" in held else run.m_train(x, marks)  # frames without faces never call M
     return faces, frames, targets
 
 
@@ -420,6 +432,7 @@ def export_stage(run: Run):
     trained_on = (f"{cfg.dataset_name}: {len(run.data.names)} identities, {len(run.data.train)} face crops; "
                   f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
                   f"{cfg.m_generator} generator" + (f" on {cfg.m_input_size}x{cfg.m_input_size} low-pass input" if cfg.m_generator == "lowpass" else "")
+                  + (" and CenterFace's 5 landmarks" if cfg.m_landmarks else "")
                   + f"; batch {cfg.batch_size}, lr_m={cfg.lr_m:g}, d_modified_weight={cfg.d_modified_weight:g}; "
                   f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1} (to {cfg.l1_target}), lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "

@@ -32,6 +32,7 @@ class FaceCrops:
     labels: np.ndarray
     paths: list
     squares: np.ndarray  # (x, y, side) region of the source image the crop was cut from (runtime's square_regions)
+    landmarks: np.ndarray  # [N,10] the detector's 5 points in the crop, 0..1 (runtime's crop_landmarks); -1 where unknown
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -111,31 +112,33 @@ def _per_identity(all_crops: dict, identities: dict, n_val: int) -> tuple[FaceCr
 def _stack(all_crops: dict, items: list) -> FaceCrops:
     if not items:
         size = next(iter(all_crops.values()))[0].shape[0] if all_crops else 1
-        return FaceCrops(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), [], np.zeros((0, 3), np.int64))
+        return FaceCrops(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), [], np.zeros((0, 3), np.int64), np.zeros((0, 10), np.float32))
     crops = np.stack([all_crops[p][0] for p, _ in items])
     squares = np.stack([all_crops[p][1] for p, _ in items])
-    return FaceCrops(crops, np.array([label for _, label in items], np.int64), [p for p, _ in items], squares)
+    landmarks = np.stack([all_crops[p][2] for p, _ in items])
+    return FaceCrops(crops, np.array([label for _, label in items], np.int64), [p for p, _ in items], squares, landmarks)
 
 
 class CropCache:
-    """One compressed .npz per (dataset, crop size, enlargement, threshold): crops, their squares, misses, the listing."""
+    """One compressed .npz per (dataset, crop size, enlargement, threshold): crops, their squares and landmarks, misses, the listing."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        key = json.dumps([Path(cfg.faces_root).resolve().parent.name, Path(cfg.faces_root).name, cfg.crop_size, cfg.box_enlarge, cfg.detect_threshold])
+        key = json.dumps([Path(cfg.faces_root).resolve().parent.name, Path(cfg.faces_root).name, cfg.crop_size, cfg.box_enlarge, cfg.detect_threshold,
+                          "landmarks"])
         self.path = Path(cfg.cache_dir) / f"faces_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
-        self.known: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.known: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.missed: set[str] = set()
         self.listing: list[str] = []
         if self.path.exists():
             with np.load(self.path) as data:
-                for path, crop, square in zip(data["paths"], data["crops"], data["squares"]):
-                    self.known[str(path)] = (crop, square)
+                for path, crop, square, marks in zip(data["paths"], data["crops"], data["squares"], data["landmarks"]):
+                    self.known[str(path)] = (crop, square, marks)
                 self.missed = set(map(str, data["missed"]))
                 self.listing = list(map(str, data["listing"]))
 
-    def crops(self, paths: list[str], listing: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """{relative path: (crop, square region)} for every image of `paths` where a face was found."""
+    def crops(self, paths: list[str], listing: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """{relative path: (crop, square region, landmarks)} for every image of `paths` where a face was found."""
         todo = [p for p in paths if p not in self.known and p not in self.missed]
         if todo:
             cut = FaceCutter(self.cfg.crop_size, self.cfg.box_enlarge, self.cfg.detect_threshold)
@@ -157,13 +160,14 @@ class CropCache:
         paths = sorted(self.known)
         crops = np.stack([self.known[p][0] for p in paths]) if paths else np.zeros((0, 1, 1, 3), np.uint8)
         squares = np.stack([self.known[p][1] for p in paths]) if paths else np.zeros((0, 3), np.int64)
-        np.savez_compressed(tmp, paths=np.array(paths, dtype=str), crops=crops, squares=squares,
+        landmarks = np.stack([self.known[p][2] for p in paths]) if paths else np.zeros((0, 10), np.float32)
+        np.savez_compressed(tmp, paths=np.array(paths, dtype=str), crops=crops, squares=squares, landmarks=landmarks,
                             missed=np.array(sorted(self.missed), dtype=str), listing=np.array(self.listing, dtype=str))
         tmp.replace(self.path)
 
 
 class FaceCutter:
-    """The runtime's detector and crop geometry: image -> (crop, square region x, y, side) of its main face, or None."""
+    """The runtime's detector and crop geometry: image -> (crop, square region x, y, side, landmarks in the crop) of its main face, or None."""
 
     def __init__(self, crop_size: int, box_enlarge: float, detect_threshold: float):
         from ros_anonymizer.config import AnonymizerConfig
@@ -173,14 +177,14 @@ class FaceCutter:
         self.crop_size, self.box_enlarge = crop_size, box_enlarge
 
     def __call__(self, rgb: np.ndarray):
-        from ros_anonymizer.filters import crop_squares, square_regions
+        from ros_anonymizer.filters import crop_landmarks, crop_squares, square_regions
 
         faces = self.detector(rgb)
         if not len(faces):
             return None
         main = _main_face(faces.boxes, faces.scores, rgb.shape)
         square = square_regions(faces.boxes[main:main + 1], self.box_enlarge)
-        return crop_squares(rgb, square, self.crop_size)[0], square[0]
+        return crop_squares(rgb, square, self.crop_size)[0], square[0], crop_landmarks(faces.landmarks[main:main + 1], square)[0]
 
 
 def _main_face(boxes: np.ndarray, scores: np.ndarray, shape) -> int:
@@ -201,3 +205,12 @@ def to_tensor(crops: np.ndarray):
 def to_uint8(faces) -> np.ndarray:
     """float [N,3,S,S] in [-1, 1] -> uint8 [N,S,S,3]."""
     return ((faces.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def flip_landmarks(landmarks):
+    """[N,10] crop landmarks of the mirrored crops: x -> 1 - x, left and right eye and mouth corner swap; unknown (-1) rows stay."""
+    import torch
+
+    mirrored = landmarks[:, [2, 3, 0, 1, 4, 5, 8, 9, 6, 7]].clone()
+    mirrored[:, 0::2] = 1 - mirrored[:, 0::2]
+    return torch.where(landmarks[:, :1] >= 0, mirrored, landmarks)

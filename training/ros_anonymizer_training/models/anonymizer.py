@@ -13,10 +13,15 @@ gone before the network starts, the face's position, pose, colour and
 lighting remain, and the network (trained against the realism and identity
 discriminators) paints new, plausible detail on top of the upsampled
 low-pass image. So the output is a face by construction of the game, not a
-copy of the person, and it costs a fraction of the ResNet's compute.
+copy of the person, and it costs a fraction of the ResNet's compute. With
+`m_landmarks` it also takes the detector's five landmarks (eyes, nose tip,
+mouth corners) as Gaussian maps at every upsampling stage, as DeepPrivacy
+conditions on keypoints: the pose and the mouth's shape, which a 4x4 copy
+cannot carry, without the detail that identifies.
 
 Only Conv, ConvTranspose, InstanceNorm, ReLU, Tanh, reflection Pad, Add,
-AveragePool, Resize and Clip are used, so the ONNX graph parses in TensorRT.
+AveragePool, Resize and Clip are used (the landmark maps add Slice and
+elementwise Sub, Mul, Exp and a comparison), so the ONNX graph parses in TensorRT.
 """
 from __future__ import annotations
 
@@ -65,7 +70,8 @@ class Anonymizer(nn.Module):
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, 3, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+    def forward(self, faces: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """`landmarks` are not used: the authors' M sees the whole crop."""
         return self.net(faces)
 
 
@@ -80,7 +86,8 @@ class LowPassAnonymizer(nn.Module):
     finer-input M, so a coarser M can start from its weights.
     """
 
-    def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2, grid_size: int = 0):
+    def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2, grid_size: int = 0,
+                 landmarks: bool = False, landmark_sigma: float = 0.05):
         super().__init__()
         self.pool = crop_size // input_size
         self.grid = grid_size or input_size
@@ -88,12 +95,21 @@ class LowPassAnonymizer(nn.Module):
         c = channels * 4  # widest at the bottleneck, where it costs least
         layers = _conv_block(3, c // 2, 3) + _conv_block(c // 2, c, 3, 2) + [ResidualBlock(c) for _ in range(blocks)]
         size, width = self.grid // 2, c
+        self.stage_ends, widths = {}, []  # the last layer of each resize-conv stage (where landmark maps join) -> its side
         while size < crop_size:
             out = max(width // 2, channels // 2)
             layers += _up_block(width, out, "resize")
+            self.stage_ends[len(layers) - 1] = size * 2
+            widths.append(out)
             size, width = size * 2, out
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3)]
         self.net = nn.Sequential(*layers)
+        self.landmark_sigma = landmark_sigma
+        # One 3x3 conv per stage from the 5 landmark maps, zero at the start: M begins as the M without landmarks.
+        self.landmark_heads = nn.ModuleList(nn.Conv2d(5, w, 3, padding=1) for w in widths) if landmarks else None
+        for head in self.landmark_heads or ():
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     @torch.no_grad()
     def scale_detail(self, factor: float) -> None:
@@ -107,14 +123,32 @@ class LowPassAnonymizer(nn.Module):
         last.weight.mul_(factor)
         last.bias.mul_(factor)
 
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+    def landmark_maps(self, landmarks: torch.Tensor, size: int) -> torch.Tensor:
+        """[N,10] points in the crop (0..1; -1: unknown) -> [N,5,size,size] Gaussian maps, all zero for an unknown face."""
+        centres = (torch.arange(size, dtype=landmarks.dtype, device=landmarks.device) + 0.5) / size  # a constant in the graph
+        x, y = landmarks[:, 0::2, None, None], landmarks[:, 1::2, None, None]
+        known = (landmarks[:, 0::2] >= 0).to(landmarks.dtype)[..., None, None]
+        dx, dy = centres[None, None, None, :] - x, centres[None, None, :, None] - y
+        return torch.exp((dx * dx + dy * dy) * (-0.5 / self.landmark_sigma ** 2)) * known
+
+    def forward(self, faces: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
+        """With landmark heads, `landmarks` [N,10] (CenterFace's 5 points in the crop, 0..1; -1 or None: unknown)."""
         low = F.avg_pool2d(faces, self.pool)
         base = F.interpolate(low, scale_factor=float(self.pool), mode="bilinear", align_corners=False)
         grid = low if self.grid_scale == 1 else F.interpolate(low, scale_factor=self.grid_scale, mode="bilinear", align_corners=False)
-        return (base + self.net(grid)).clamp(-1, 1)
+        if self.landmark_heads is None:
+            return (base + self.net(grid)).clamp(-1, 1)
+        if landmarks is None:
+            landmarks = faces.new_full((len(faces), 10), -1.0)
+        heads = iter(self.landmark_heads)
+        for index, layer in enumerate(self.net):
+            grid = layer(grid)
+            if index in self.stage_ends:
+                grid = grid + next(heads)(self.landmark_maps(landmarks.to(grid.dtype), self.stage_ends[index]))
+        return (base + grid).clamp(-1, 1)
 
 
 def build_anonymizer(cfg) -> nn.Module:
     if cfg.m_generator == "lowpass":
-        return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks, cfg.m_grid_size)
+        return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks, cfg.m_grid_size, cfg.m_landmarks)
     return Anonymizer(cfg.m_channels, cfg.m_blocks, cfg.m_upsample)
