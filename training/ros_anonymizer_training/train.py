@@ -476,8 +476,9 @@ def write_report(run: Run):
     plot_curves(run.log.read(), run.out)
     holdout = run.data.holdout if len(run.data.holdout) else run.data.val
     x = to_tensor(holdout.crops[:24]).to(run.device)
+    marks = torch.from_numpy(holdout.landmarks[:24]).to(run.device)
     with torch.no_grad():
-        modified = run.pasted(run.m.eval()(x).float(), x)
+        modified = run.pasted(run.m.eval()(x, marks).float(), x)
     run.m.train()
     face_grid(holdout.crops[:24], to_uint8(modified), run.out / "samples.png")
 
