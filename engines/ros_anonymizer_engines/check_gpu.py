@@ -192,10 +192,10 @@ def _blob(rgb: np.ndarray) -> np.ndarray:
 
 
 def compare_anonymizer(report, name: str, onnx_model, engine: Path, frames, args) -> None:
-    trt_backend, ort_backend = TensorRTBackend(engine, cuda=args.cuda), load_backend(onnx_model, "onnxruntime")
-    meta = trt_backend.metadata
     from ros_anonymizer.filters import ANONYMIZER_INPUT, ANONYMIZER_LANDMARKS
 
+    trt_backend, ort_backend = TensorRTBackend(engine, cuda=args.cuda), load_backend(onnx_model, "onnxruntime")
+    meta = trt_backend.metadata
     crops, landmarks = face_crops(frames, int(meta["crop_size"]), float(meta["box_enlarge"]))
     low, high = json.loads(meta["value_range"])
     inputs = {ANONYMIZER_INPUT: crops.transpose(0, 3, 1, 2).astype(np.float32) * ((high - low) / 255.0) + low}
