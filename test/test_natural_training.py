@@ -161,6 +161,17 @@ def test_landmark_heads_start_at_zero_and_then_paint_only_where_the_landmarks_ar
     assert torch.allclose(flip_landmarks(mirrored), marks)
 
 
+def test_a_landmark_step_rounds_the_points_and_keeps_unknown_faces_unknown():
+    stepped = LowPassAnonymizer(32, 4, 8, 1, 8, landmarks=True, landmark_step=0.25)
+    marks = torch.tensor([[0.3, 0.4, 0.7, 0.4, 0.5, 0.55, 0.4, 0.7, 0.6, 0.7], [-1.0] * 10])
+    rounded = torch.tensor([[0.25, 0.5, 0.75, 0.5, 0.5, 0.5, 0.5, 0.75, 0.5, 0.75], [-1.0] * 10])
+    exact = LowPassAnonymizer(32, 4, 8, 1, 8, landmarks=True)
+    assert torch.equal(stepped.landmark_maps(marks, 16), exact.landmark_maps(rounded, 16))
+    assert stepped.landmark_maps(marks, 16)[1].abs().max() == 0
+    with pytest.raises(TrainConfigError, match="m_landmark_step"):
+        TrainConfig.load("edge", ["m_landmark_step=0.7"])
+
+
 def test_track_moves_are_small_and_reproducible():
     from ros_anonymizer_training.train import TrackMoves
 

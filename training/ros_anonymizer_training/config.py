@@ -49,6 +49,7 @@ class TrainConfig:
     m_input_size: int = 8  # lowpass only: the side of the area-downsampled crop M sees (what of identity can reach it)
     m_grid_size: int = 0  # lowpass only: the side M's network starts at, the input resized to it; 0: m_input_size
     m_landmarks: bool = False  # lowpass only: M also takes the detector's 5 landmarks (pose and mouth shape; ONNX input "landmarks")
+    m_landmark_step: float = 0.0  # with m_landmarks: M rounds each point to this grid (crop units, e.g. 0.0625) before using it
     m_channels: int = 32
     export_detail_scale: float = 1.0  # lowpass only: the exported M paints this fraction of its residual (privacy/naturalness knob)
     m_blocks: int = 3
@@ -121,6 +122,8 @@ class TrainConfig:
         if self.l1_target not in ("self", "other", "lookalike"):
             raise TrainConfigError(f"l1_target is self (the input face), other (another face of the batch) or lookalike "
                                    f"(a trained stranger's detail over the face's low-pass copy), not {self.l1_target!r}.")
+        if not 0.0 <= self.m_landmark_step <= 0.5:
+            raise TrainConfigError(f"m_landmark_step is a grid in crop units from 0 (none) to 0.5, not {self.m_landmark_step}.")
         if self.m_landmarks and self.m_generator != "lowpass":
             raise TrainConfigError("m_landmarks needs the lowpass generator (m_generator: lowpass).")
         if self.l1_target == "lookalike" and self.m_generator != "lowpass":

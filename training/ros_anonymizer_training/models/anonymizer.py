@@ -87,7 +87,7 @@ class LowPassAnonymizer(nn.Module):
     """
 
     def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2, grid_size: int = 0,
-                 landmarks: bool = False, landmark_sigma: float = 0.05):
+                 landmarks: bool = False, landmark_sigma: float = 0.05, landmark_step: float = 0.0):
         super().__init__()
         self.pool = crop_size // input_size
         self.grid = grid_size or input_size
@@ -104,7 +104,7 @@ class LowPassAnonymizer(nn.Module):
             size, width = size * 2, out
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3)]
         self.net = nn.Sequential(*layers)
-        self.landmark_sigma = landmark_sigma
+        self.landmark_sigma, self.landmark_step = landmark_sigma, landmark_step
         # One 3x3 conv per stage from the 5 landmark maps, zero at the start: M begins as the M without landmarks.
         self.landmark_heads = nn.ModuleList(nn.Conv2d(5, w, 3, padding=1) for w in widths) if landmarks else None
         for head in self.landmark_heads or ():
@@ -124,7 +124,14 @@ class LowPassAnonymizer(nn.Module):
         last.bias.mul_(factor)
 
     def landmark_maps(self, landmarks: torch.Tensor, size: int) -> torch.Tensor:
-        """[N,10] points in the crop (0..1; -1: unknown) -> [N,5,size,size] Gaussian maps, all zero for an unknown face."""
+        """[N,10] points in the crop (0..1; -1: unknown) -> [N,5,size,size] Gaussian maps, all zero for an unknown face.
+
+        With a `landmark_step`, each point is first rounded to that grid (in
+        crop units): where the eyes and mouth are survives, the fine geometry
+        between them (eye distance, mouth width), which identifies, less so.
+        """
+        if self.landmark_step:
+            landmarks = torch.round(landmarks / self.landmark_step) * self.landmark_step
         centres = (torch.arange(size, dtype=landmarks.dtype, device=landmarks.device) + 0.5) / size  # a constant in the graph
         x, y = landmarks[:, 0::2, None, None], landmarks[:, 1::2, None, None]
         known = (landmarks[:, 0::2] >= 0).to(landmarks.dtype)[..., None, None]
@@ -150,5 +157,6 @@ class LowPassAnonymizer(nn.Module):
 
 def build_anonymizer(cfg) -> nn.Module:
     if cfg.m_generator == "lowpass":
-        return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks, cfg.m_grid_size, cfg.m_landmarks)
+        return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks, cfg.m_grid_size, cfg.m_landmarks,
+                                 landmark_step=cfg.m_landmark_step)
     return Anonymizer(cfg.m_channels, cfg.m_blocks, cfg.m_upsample)
