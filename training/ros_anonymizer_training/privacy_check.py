@@ -145,11 +145,10 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     from ros_anonymizer.filters import apply_filter
 
     runtime_detector = load_face_detector(AnonymizerConfig(use_gpu=False))
-    def anonymize(rgb, config, learned):
-        if config is None:
-            return rgb
-        faces = runtime_detector(rgb)
-        return apply_filter(rgb, faces.boxes, config, learned, landmarks=faces.landmarks)[0]
+
+    def anonymize(rgb, faces, config, learned):
+        """The frame as a method publishes it, given the runtime detector's faces on it (found once per frame, for every method)."""
+        return rgb if config is None else apply_filter(rgb, faces.boxes, config, learned, landmarks=faces.landmarks)[0]
 
     reference = reference_detector()
     judges = NaturalnessJudges()
@@ -175,11 +174,12 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
         for attack, (probe, _) in faces.items():
             if probe is not None:
                 attack.raw[person] = probe.embedding
+        probe_faces, gallery_faces = runtime_detector(rgb), runtime_detector(gallery_rgb)
         for name, (config, learned) in methods.items():
-            out = anonymize(rgb, config, learned)
+            out = anonymize(rgb, probe_faces, config, learned)
             if samples is not None and person < sample_people:
                 samples.setdefault(name, []).append(_around(out, original.box))
-            published_gallery = anonymize(gallery_rgb, config, learned)
+            published_gallery = anonymize(gallery_rgb, gallery_faces, config, learned)
             for attack, (probe, gallery) in faces.items():
                 if probe is not None:
                     attack.published[name][person] = attack.recognizer.embed_at(out, probe)
@@ -196,7 +196,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             c["displacement"].append(verdict.displacement)
             c["centerface_found"].append(face_still_found(reference(out), ref_box))
         if track_frames > 1:
-            _add_track(attacks.values(), person, rgb, methods, track_frames, rng, anonymize)
+            _add_track(attacks.values(), person, rgb, methods, track_frames, rng, runtime_detector, anonymize)
     results = {}
     for name, c in counts.items():
         n = len(c["distance"])
@@ -215,7 +215,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     return results
 
 
-def _add_track(attacks, person: int, rgb, methods: dict, frames: int, rng, anonymize) -> None:
+def _add_track(attacks, person: int, rgb, methods: dict, frames: int, rng, detect, anonymize) -> None:
     """One person's track: the photo and frames-1 moved copies, each anonymized by every method; keeps each recognizer's averages.
 
     The photo itself was anonymized and embedded by the one-frame attack; its embeddings open the track.
@@ -226,8 +226,9 @@ def _add_track(attacks, person: int, rgb, methods: dict, frames: int, rng, anony
     seen = {attack: [attack.recognizer.describe(m) for m in moved] for attack in tracked}
     published = {attack: {name: [attack.published[name][person]] for name in methods} for attack in tracked}
     for index, frame in enumerate(moved):
+        found = detect(frame)
         for name, (config, learned) in methods.items():
-            out = anonymize(frame, config, learned)
+            out = anonymize(frame, found, config, learned)
             for attack, faces in seen.items():
                 if faces[index] is not None:
                     published[attack][name].append(attack.recognizer.embed_at(out, faces[index]))
