@@ -115,6 +115,15 @@ def crop_landmarks(landmarks: np.ndarray | None, squares: np.ndarray) -> np.ndar
     return out
 
 
+def anonymizer_feeds(crops: np.ndarray, value_range: tuple[float, float], landmarks: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """uint8 crops (N,S,S,3) -> M's named inputs: the faces in the model's value range, and `landmarks` (crop units) when given."""
+    low, high = value_range
+    feeds = {ANONYMIZER_INPUT: crops.transpose(0, 3, 1, 2).astype(np.float32) * ((high - low) / 255.0) + low}
+    if landmarks is not None:
+        feeds[ANONYMIZER_LANDMARKS] = landmarks
+    return feeds
+
+
 def crop_squares(rgb: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:
     """Square crops resized to size x size, uint8 (N,S,S,3); parts outside the frame repeat the edge pixels."""
     crops = np.empty((len(squares), size, size, 3), np.uint8)
@@ -183,11 +192,9 @@ class LearnedAnonymizer:
         if not len(squares):
             return np.zeros((0, 4), np.int64)
         crops = crop_squares(rgb, squares, self.crop_size)
+        feeds = anonymizer_feeds(crops, (self.low, self.high), crop_landmarks(landmarks, squares) if self.takes_landmarks else None)
+        batch = feeds[ANONYMIZER_INPUT]
         scale = (self.high - self.low) / 255.0
-        batch = (crops.transpose(0, 3, 1, 2).astype(np.float32) * scale + self.low)
-        feeds = {ANONYMIZER_INPUT: batch}
-        if self.takes_landmarks:
-            feeds[ANONYMIZER_LANDMARKS] = crop_landmarks(landmarks, squares)
         out = self.backend.run(feeds)[ANONYMIZER_OUTPUT]
         if out.shape != batch.shape:
             raise ModelError(f"anonymizer returned shape {out.shape} for input {batch.shape}.")

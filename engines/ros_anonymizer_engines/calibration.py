@@ -86,7 +86,7 @@ def model_kind(metadata: dict[str, str], input_names: list[str]) -> str:
 
 def calibration_batches(frames: list[np.ndarray], metadata: dict[str, str], profiles: dict) -> list[dict[str, np.ndarray]]:
     """Network inputs at the profile's optimal shape (TensorRT calibrates at that shape), made the runtime's way."""
-    from ros_anonymizer.filters import ANONYMIZER_INPUT, ANONYMIZER_LANDMARKS
+    from ros_anonymizer.filters import ANONYMIZER_INPUT, ANONYMIZER_LANDMARKS, anonymizer_feeds
 
     kind = model_kind(metadata, list(profiles))
     if kind == "face_detector":
@@ -98,13 +98,11 @@ def calibration_batches(frames: list[np.ndarray], metadata: dict[str, str], prof
         (name, _), = profiles.items()
         return [{name: preprocess(f, metadata)[0]} for f in frames]
     crops, landmarks = face_crops(frames, int(metadata["crop_size"]), float(metadata["box_enlarge"]))
-    low, high = json.loads(metadata["value_range"])
     batch = profiles[ANONYMIZER_INPUT][1][0]
     if len(crops) < batch:
         raise ModelError(f"the calibration data holds {len(crops)} faces; the anonymizer needs at least {batch}.")
-    inputs = {ANONYMIZER_INPUT: crops.transpose(0, 3, 1, 2).astype(np.float32) * ((high - low) / 255.0) + low}
-    if ANONYMIZER_LANDMARKS in profiles:  # an M that takes the detector's landmarks calibrates on the real ones
-        inputs[ANONYMIZER_LANDMARKS] = landmarks
+    # An M that takes the detector's landmarks calibrates on the real ones.
+    inputs = anonymizer_feeds(crops, json.loads(metadata["value_range"]), landmarks if ANONYMIZER_LANDMARKS in profiles else None)
     return [{k: v[i:i + batch] for k, v in inputs.items()} for i in range(0, len(crops) - batch + 1, batch)]
 
 

@@ -192,15 +192,13 @@ def _blob(rgb: np.ndarray) -> np.ndarray:
 
 
 def compare_anonymizer(report, name: str, onnx_model, engine: Path, frames, args) -> None:
-    from ros_anonymizer.filters import ANONYMIZER_INPUT, ANONYMIZER_LANDMARKS
+    from ros_anonymizer.filters import ANONYMIZER_LANDMARKS, anonymizer_feeds
 
     trt_backend, ort_backend = TensorRTBackend(engine, cuda=args.cuda), load_backend(onnx_model, "onnxruntime")
     meta = trt_backend.metadata
     crops, landmarks = face_crops(frames, int(meta["crop_size"]), float(meta["box_enlarge"]))
-    low, high = json.loads(meta["value_range"])
-    inputs = {ANONYMIZER_INPUT: crops.transpose(0, 3, 1, 2).astype(np.float32) * ((high - low) / 255.0) + low}
-    if any(spec.name == ANONYMIZER_LANDMARKS for spec in ort_backend.inputs):
-        inputs[ANONYMIZER_LANDMARKS] = landmarks
+    takes_landmarks = any(spec.name == ANONYMIZER_LANDMARKS for spec in ort_backend.inputs)
+    inputs = anonymizer_feeds(crops, json.loads(meta["value_range"]), landmarks if takes_landmarks else None)
     first = lambda n: {k: v[:n] for k, v in inputs.items()}
     counts = [n for n in (1, 4, 16, 20) if n <= len(crops)]  # 20 > the profile's 16: run in two batches
     _compare(report, "anonymizer", trt_backend, ort_backend, [first(n) for n in counts], _precision(engine))
