@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import require_data
-from ros_anonymizer_training.privacy_check import _search, main, track_frame
+from ros_anonymizer_training.privacy_check import _found, _search, main, track_frame
+from ros_anonymizer_training.shipping import ship_verdict
 
 
 def test_a_track_frame_moves_the_photo_a_little_and_is_reproducible():
@@ -35,6 +36,9 @@ def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
     assert original["facenet_matched"] == original["facenet_track_matched"] == original["facenet_rank1"] == 1.0
     assert mask["facenet_matched"] == mask["facenet_track_matched"] == 0.0
     assert original["mtcnn_found"] == 1.0 and mask["mtcnn_found"] == 0.0
+    # Person by person (what the shipping rule compares): everyone under the original, nobody under the mask.
+    assert original["leaks"]["matched"] == original["leaks"]["track_rank1"] == [0, 1, 2]
+    assert mask["leaks"]["matched"] == mask["leaks"]["track_matched"] == []
     assert "tracks of 3 frames" in capsys.readouterr().out
 
 
@@ -48,8 +52,38 @@ def test_the_gallery_search_ranks_each_probes_own_face():
     assert moved["median_rank"] == (1 + 9) / 2 / 20
     assert _search({0: gallery[0], 99: gallery[1]}, gallery)["rank1"] == 1.0  # a probe with no gallery face is left out
     assert np.isnan(_search({}, gallery)["rank1"]) and np.isnan(_search({0: gallery[0]}, {})["shortlist"])
+    # The same search person by person: who is found at rank 1, and who within the nearest two.
+    probes = {0: np.array([1.0, 0.0]), 5: gallery[5], 10: np.array([19.0, 0.0])}
+    assert _found(probes, gallery) == [5] and _found(probes, gallery, 2) == [0, 5] and _found({}, gallery) == []
+
+
+def _figures(cnn=0.99, hog=0.98, pose=0.10, **leaks):
+    found = {"matched": [1, 2], "rank1": [3], "parrot_rank1": [3], "shortlist": list(range(30)), "track_matched": [1, 4]}
+    return {"faces": 177, "cnn_found": cnn, "hog_found": hog, "landmark_displacement": pose, "leaks": {**found, **leaks}}
+
+
+def test_the_shipping_rule_puts_privacy_first_person_by_person():
+    bundled = _figures()
+    assert ship_verdict(_figures(pose=0.08), bundled)[0]  # as private, natural enough, keeps pose better
+    assert not ship_verdict(_figures(), bundled)[0]  # the same figures: no gain, no reason to change
+    # One more person found by one attack is within a rerun's spread; two are not, whatever the pose gain.
+    assert ship_verdict(_figures(pose=0.08, matched=[1, 2, 5]), bundled)[0]
+    ships, lines = ship_verdict(_figures(pose=0.08, matched=[1, 2, 5, 6]), bundled)
+    assert not ships and any(line.startswith("FAIL one frame: 4 people against 2") for line in lines)
+    assert ship_verdict(_figures(pose=0.08, matched=[5, 6]), bundled)[0]  # as many people, other ones: a rerun's reshuffle
+    assert ship_verdict(_figures(pose=0.08, shortlist=list(range(34))), bundled)[0]  # the shortlist's margin is 2% of 177
+    assert not ship_verdict(_figures(pose=0.08, cnn=0.85), bundled)[0] and not ship_verdict(_figures(pose=0.08, hog=0.75), bundled)[0]
+    assert ship_verdict(_figures(track_matched=[]), bundled)[0]  # two people fewer over tracks is a gain
+    with pytest.raises(ValueError, match="per-person leaks"):
+        ship_verdict({"faces": 1, "cnn_found": 1.0, "hog_found": 1.0, "landmark_displacement": 0.1}, bundled)
 
 
 def test_a_track_of_no_frames_is_a_plain_error():
     with pytest.raises(SystemExit, match="--track-frames must be 1"):
         main(["--track-frames", "0"])
+
+
+def test_the_shipping_rule_needs_both_models_measured(tmp_path):
+    require_data("lfw", "images")
+    with pytest.raises(SystemExit, match="--ship needs ros_anonymizer/models/anonymizer_edge.onnx measured"):
+        main(["--config", "edge", "--people", "2", "--baselines", "mask", "--ship", "ros_anonymizer/models/anonymizer_edge.onnx"])

@@ -117,6 +117,16 @@ def pooled_attack(raw, published, threshold: float = DISTANCE_THRESHOLD) -> dict
     return out
 
 
+def gallery_ranks(distance: np.ndarray, own: list) -> np.ndarray:
+    """Per probe, how many gallery faces lie nearer than its own (0: rank-1); distance is (probes, gallery), own[i] probe i's column."""
+    return np.sum(distance < distance[np.arange(len(own)), own][:, None], axis=1)
+
+
+def shortlist_size(gallery: int) -> int:
+    """The nearest tenth of a gallery of that size: the shortlist an attacker narrowing down candidates would read."""
+    return int(np.ceil(gallery / 10))
+
+
 def gallery_search(distance: np.ndarray, own: list) -> dict:
     """How high each probe's own gallery face ranks: distance is (probes, gallery), own[i] the column of probe i's person.
 
@@ -131,10 +141,9 @@ def gallery_search(distance: np.ndarray, own: list) -> dict:
     nan = float("nan")
     if not len(own) or distance.shape[1] < 2:
         return {"rank1": nan, "rank1_chance": nan, "shortlist": nan, "shortlist_chance": nan, "median_rank": nan}
-    rows = np.arange(len(own))
-    ranks = np.sum(distance < distance[rows, own][:, None], axis=1)
+    ranks = gallery_ranks(distance, own)
     size = distance.shape[1]
-    tenth = int(np.ceil(size / 10))
+    tenth = shortlist_size(size)
     return {"rank1": float(np.mean(ranks == 0)), "rank1_chance": 1 / size, "shortlist": float(np.mean(ranks < tenth)),
             "shortlist_chance": tenth / size, "median_rank": float(np.median(ranks) / size)}
 

@@ -55,12 +55,14 @@ import numpy as np
 from tqdm import tqdm
 
 from ros_anonymizer.media import read_image
-from ros_anonymizer_evaluation.temporal import gallery_search, pooled_attack
+from ros_anonymizer_evaluation.temporal import gallery_ranks, gallery_search, pooled_attack, shortlist_size
 
 from .config import TrainConfig
 from .data.faces import scan_identities, split_identities
+from .shipping import ship_verdict
 
 DEFAULT_BASELINES = ("blur", "mosaic")
+BUNDLED = "ros_anonymizer/models/anonymizer_edge.onnx"
 REFERENCES = ("lookalike", "stranger")  # --lookalike's methods: real strangers' faces, not filters
 SWEEP = ("blur:0.05", "blur:0.1", "blur:0.2", "mosaic:16", "mosaic:10", "mosaic:6", "noise:40", "noise:80", "noise:160", "mask")
 
@@ -121,16 +123,41 @@ class Attack:
                        track_impostor_match=track["impostor_match"], track_matched_others=track["published_matches_others"])
         return out
 
+    def leaks(self, name: str) -> dict:
+        """Per attack, the people it finds (person indices): what a shipping decision compares person by person."""
+        near = lambda published, raw: [p for p in published if np.linalg.norm(np.asarray(published[p], np.float64) - raw[p]) < self.threshold]
+        out = {"matched": near(self.published[name], self.raw), "rank1": _found(self.published[name], self.gallery),
+               "shortlist": _found(self.published[name], self.gallery, shortlist_size(len(self.gallery))),
+               "parrot_rank1": _found(self.published[name], self.parrot[name])}
+        if self.track_published[name]:
+            out.update(track_matched=near(self.track_published[name], self.track_raw),
+                       track_rank1=_found(self.track_published[name], self.track_raw))
+        return out
 
-def _search(probes: dict, gallery: dict) -> dict:
-    """gallery_search of probes (person -> embedding) among the gallery's people; a probe whose person has no gallery face is left out."""
+
+def _ranked(probes: dict, gallery: dict) -> tuple[list, np.ndarray, list]:
+    """(people searched, their distances to the gallery's faces, each one's own column); a person without a gallery face is left out."""
     owners = list(gallery)
     searched = [p for p in probes if p in gallery]
     if not searched:
-        return gallery_search(np.zeros((0, 0)), [])
+        return [], np.zeros((0, 0)), []
     faces = np.array([gallery[p] for p in owners]).reshape(len(owners), -1)
     distance = np.array([np.linalg.norm(faces - probes[p], axis=1) for p in searched]).reshape(len(searched), len(owners))
-    return gallery_search(distance, [owners.index(p) for p in searched])
+    return searched, distance, [owners.index(p) for p in searched]
+
+
+def _search(probes: dict, gallery: dict) -> dict:
+    """gallery_search of probes (person -> embedding) among the gallery's people."""
+    _, distance, own = _ranked(probes, gallery)
+    return gallery_search(distance, own)
+
+
+def _found(probes: dict, gallery: dict, within: int = 1) -> list:
+    """The people whose own gallery face is among the `within` nearest to their probe (1: rank-1)."""
+    searched, distance, own = _ranked(probes, gallery)
+    if distance.shape[1] < 2:
+        return []
+    return [p for p, rank in zip(searched, gallery_ranks(distance, own)) if rank < within]
 
 
 def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0,
@@ -210,6 +237,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
                          "facenet_faces": len(facenet.published[name]), "facenet_rank1_chance": 1 / max(len(facenet.gallery), 1)}
         for prefix, attack in attacks.items():
             results[name].update({prefix + k: v for k, v in attack.figures(name).items()})
+        results[name]["leaks"] = dlib.leaks(name)  # dlib only: the judge that decides what ships (ship_verdict)
         if track_frames > 1:
             results[name]["track_frames"] = track_frames
     return results
@@ -287,6 +315,11 @@ def lookalike_scale(name: str) -> float:
     return float(scale) if scale else 1.0
 
 
+def method_name(model: str) -> str:
+    """'learned:<folder>/<file>': how a model's figures are named in the tables and the JSON."""
+    return f"learned:{Path(model).parent.name}/{Path(model).name}"
+
+
 def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool = True,
                   lookalike: int = 0, cfg: TrainConfig | None = None, detail_scales=(1.0,)) -> dict:
     """Method name -> (runtime config, learned anonymizer); with `lookalike` N, the stranger references (lookalike.py) too:
@@ -300,7 +333,7 @@ def build_methods(models: list[str], baselines=DEFAULT_BASELINES, original: bool
     methods.update({spec: (baseline_config(spec), None) for spec in baselines})
     for model in models:
         learned = LearnedAnonymizer(load_backend(model, "onnxruntime", use_gpu=False))
-        methods[f"learned:{Path(model).parent.name}/{Path(model).name}"] = (learned_config, learned)
+        methods[method_name(model)] = (learned_config, learned)
     if lookalike:
         from .data.faces import load_face_splits
         from .lookalike import Lookalike
@@ -405,6 +438,9 @@ def main(argv=None) -> int:
                         "with --track-frames also NAME_track.png, over tracks)")
     parser.add_argument("--grid", type=Path, help="also write a sample grid here: one row per person, one column per method")
     parser.add_argument("--grid-people", type=int, default=8, help="rows of the sample grid")
+    parser.add_argument("--ship", metavar="MODEL", help="also say whether this measured model may replace the bundled one "
+                        "(shipping.py's rule, person by person on dlib's attacks)")
+    parser.add_argument("--bundled", default=BUNDLED, metavar="MODEL", help=f"the model --ship compares with (default {BUNDLED})")
     args = parser.parse_args(argv)
     if args.track_frames < 1:
         raise SystemExit("privacy_check: --track-frames must be 1 (no track attack) or more.")
@@ -421,6 +457,11 @@ def main(argv=None) -> int:
             if r.get("people") != [str(p) for p, _ in people]:
                 raise SystemExit(f"privacy_check: {path} was measured on other people; use the same --config and --people.")
             earlier[name] = r
+    if args.ship:  # before the measuring, which takes minutes
+        known = set(earlier) | {method_name(m) for m in args.models}
+        missing = list(dict.fromkeys(m for m in (args.ship, args.bundled) if method_name(m) not in known))
+        if missing:
+            raise SystemExit(f"privacy_check: --ship needs {' and '.join(missing)} measured: add it to --models or --with-results.")
     samples = {} if args.grid else None
     methods = build_methods(args.models, baselines, args.grid is not None or "original" not in earlier,
                             args.lookalike, cfg, args.lookalike_detail)
@@ -438,6 +479,13 @@ def main(argv=None) -> int:
             tradeoff_chart(results, args.chart.with_name(f"{args.chart.stem}_track{args.chart.suffix}"), "track_matched")
     if args.grid:
         sample_grid(samples, args.grid)
+    if args.ship:
+        try:
+            _, lines = ship_verdict(results[method_name(args.ship)], results[method_name(args.bundled)])
+        except ValueError as e:
+            raise SystemExit(f"privacy_check: {e}") from None
+        print(f"\nshipping rule (training/ros_anonymizer_training/shipping.py): {args.ship} against {args.bundled}")
+        print("\n".join("  " + line for line in lines))
     return 0
 
 
