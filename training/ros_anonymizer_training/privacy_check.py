@@ -3,6 +3,8 @@
     python -m ros_anonymizer_training.privacy_check --config edge --models runs/edge/anonymizer_edge.onnx --people 150
     python -m ros_anonymizer_training.privacy_check --config edge --models M.onnx --people 60 --sweep --chart tradeoff.png
     python -m ros_anonymizer_training.privacy_check --config edge --models M.onnx --lookalike 4   # with real strangers' faces as references
+    python -m ros_anonymizer_training.privacy_check --config edge --people 400 --track-frames 8 \
+        --models NEW.onnx ros_anonymizer/models/anonymizer_edge.onnx --ship NEW.onnx   # may NEW replace the bundled M (shipping.py)?
 
 Hold-out people (identities the trainer never saw) with at least two
 images: the first is anonymized (the probe), the second stays original and
