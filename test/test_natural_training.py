@@ -99,7 +99,7 @@ def natural_run(tmp_path_factory):
     values = TrainConfig.load("tiny").to_dict()
     values.update(faces_root=str(require_data("lfw", "images")), cache_dir=str(tmp / "cache"), out_dir=str(tmp / "run"),
                   pretrain_d_steps=40, joint_steps=30, eval_every=30, log_every=5, track_views=3,
-                  lambda_track_privacy=1.0, m_landmarks=True, **NATURAL)
+                  lambda_track_privacy=1.0, m_landmarks=True, m_landmark_shape="pose", **NATURAL)
     cfg = TrainConfig.from_dict(values)
     out = train(cfg, ["pretrain-d", "joint", "export"])
     return cfg, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -122,7 +122,7 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
     graph = onnx.load(exported["path"])
     assert "ConvTranspose" not in {n.op_type for n in graph.graph.node}
     backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
-    assert "lowpass generator on 8x8 low-pass input and CenterFace's 5 landmarks" in backend.metadata["trained_on"]
+    assert "lowpass generator on 8x8 low-pass input and CenterFace's 5 landmarks (pose)" in backend.metadata["trained_on"]
     assert "track privacy over 3 views" in backend.metadata["trained_on"]
     assert [i.name for i in graph.graph.input] == ["faces", "landmarks"]
     learned = LearnedAnonymizer(backend)
@@ -153,7 +153,7 @@ def test_landmark_heads_start_at_zero_and_then_paint_only_where_the_landmarks_ar
         moved = guided(x, marks)
         unknown = guided(x, torch.full_like(marks, -1.0))
     assert (moved[:2] - unknown[:2]).abs().mean() > 1e-3 and torch.equal(moved[2], unknown[2])
-    maps = guided.landmark_maps(marks, 16)
+    maps = guided.landmark_maps(guided.points(marks), 16)
     assert maps.shape == (3, 5, 16, 16) and maps[2].abs().max() == 0
     assert maps[0, 0].flatten().argmax() == 6 * 16 + 5  # the left eye's peak, at x 0.35 and y 0.4 of 16 cells
     mirrored = flip_landmarks(marks)
@@ -166,10 +166,56 @@ def test_a_landmark_step_rounds_the_points_and_keeps_unknown_faces_unknown():
     marks = torch.tensor([[0.3, 0.4, 0.7, 0.4, 0.5, 0.55, 0.4, 0.7, 0.6, 0.7], [-1.0] * 10])
     rounded = torch.tensor([[0.25, 0.5, 0.75, 0.5, 0.5, 0.5, 0.5, 0.75, 0.5, 0.75], [-1.0] * 10])
     exact = LowPassAnonymizer(32, 4, 8, 1, 8, landmarks=True)
-    assert torch.equal(stepped.landmark_maps(marks, 16), exact.landmark_maps(rounded, 16))
-    assert stepped.landmark_maps(marks, 16)[1].abs().max() == 0
+    assert torch.equal(stepped.landmark_maps(stepped.points(marks), 16), exact.landmark_maps(exact.points(rounded), 16))
+    assert stepped.landmark_maps(stepped.points(marks), 16)[1].abs().max() == 0
     with pytest.raises(TrainConfigError, match="m_landmark_step"):
         TrainConfig.load("edge", ["m_landmark_step=0.7"])
+
+
+def test_pose_points_keep_place_size_roll_and_yaw_but_not_the_persons_proportions():
+    from ros_anonymizer_training.models.anonymizer import FACE_TEMPLATE
+
+    template = torch.tensor(FACE_TEMPLATE) / 112.0
+    angle = torch.tensor(0.3)
+    rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+    placed = (template - 0.5) @ rotation.T * 0.8 + torch.tensor([0.52, 0.47])  # a generic face, rolled, smaller, moved
+    posed = LowPassAnonymizer(32, 4, 8, 1, 8, landmarks=True, landmark_shape="pose")
+    x, y, known = posed.points(torch.stack([placed.flatten(), torch.full((10,), -1.0)]))
+    torch.testing.assert_close(torch.stack((x[0], y[0]), 1), placed, atol=1e-5, rtol=0)  # what is already the template stays
+    assert torch.isfinite(x).all() and posed.landmark_maps((x, y, known), 16)[1].abs().max() == 0  # an unknown face: no maps
+
+    def pose(marks):
+        return torch.stack(LowPassAnonymizer.pose_points(marks), 2).flatten(1)
+
+    def proportions(marks):  # mouth width and eye-to-mouth height, in eye distances: what differs between people
+        p = marks.view(-1, 5, 2)
+        eyes = (p[:, 1] - p[:, 0]).norm(dim=1)
+        return torch.stack([(p[:, 4] - p[:, 3]).norm(dim=1) / eyes, ((p[:, 3] + p[:, 4]) / 2 - (p[:, 0] + p[:, 1]) / 2).norm(dim=1) / eyes], 1)
+
+    people = placed.flatten() + 0.03 * torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
+    assert proportions(people).std(0).min() > 0.05  # six different faces ...
+    assert proportions(pose(people)).std(0).max() < 0.02  # ... all given the template's proportions
+    turned = placed.clone()
+    turned[2:, 0] += torch.tensor([0.06, 0.03, 0.03])  # the head turned: nose and mouth move sideways, the eyes do not
+    yawed = pose(turned.flatten()[None])[0].view(5, 2)
+    nose_shift = (yawed[2] - (yawed[0] + yawed[1]) / 2) - (placed[2] - (placed[0] + placed[1]) / 2)
+    assert nose_shift[0] > 0.03  # the yaw reaches M
+    with pytest.raises(TrainConfigError, match="m_landmark_shape"):
+        TrainConfig.load("edge", ["m_landmarks=true", "m_landmark_shape=face"])
+
+
+def test_m_train_landmarks_moves_only_the_landmark_heads():
+    from ros_anonymizer_training.train import trainable_m_parameters
+
+    cfg = TrainConfig.load("edge", ["m_input_size=4", "m_grid_size=8", "m_landmarks=true", "m_train=landmarks"])
+    m = build_anonymizer(cfg)
+    heads = {id(p) for p in m.landmark_heads.parameters()}
+    assert {id(p) for p in trainable_m_parameters(m, cfg)} == heads
+    assert not any(p.requires_grad for p in m.parameters() if id(p) not in heads)
+    everything = TrainConfig.load("edge", ["m_landmarks=true"])
+    assert len(trainable_m_parameters(build_anonymizer(everything), everything)) == len(list(m.parameters()))
+    with pytest.raises(TrainConfigError, match="m_train"):
+        TrainConfig.load("edge", ["m_train=landmarks"])  # no heads to train
 
 
 def test_track_moves_are_small_and_reproducible():

@@ -14,6 +14,7 @@ import yaml
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRIVACY_LOSSES = ("true_class", "cosine", "both")
 GENERATORS = ("resnet", "lowpass")
+LANDMARK_SHAPES = ("person", "pose")  # what of the detected landmarks M uses (models/anonymizer.py)
 UPSAMPLING = ("transpose", "resize")
 
 
@@ -50,6 +51,8 @@ class TrainConfig:
     m_grid_size: int = 0  # lowpass only: the side M's network starts at, the input resized to it; 0: m_input_size
     m_landmarks: bool = False  # lowpass only: M also takes the detector's 5 landmarks (pose and mouth shape; ONNX input "landmarks")
     m_landmark_step: float = 0.0  # with m_landmarks: M rounds each point to this grid (crop units, e.g. 0.0625) before using it
+    m_landmark_shape: str = "person"  # with m_landmarks: person (the points as detected) or pose (a template face placed by them: place, size, roll, yaw)
+    m_train: str = "all"  # all of M's weights, or landmarks: only the landmark heads (the rest stays as initialised)
     m_channels: int = 32
     export_detail_scale: float = 1.0  # lowpass only: the exported M paints this fraction of its residual (privacy/naturalness knob)
     m_blocks: int = 3
@@ -124,6 +127,10 @@ class TrainConfig:
                                    f"(a trained stranger's detail over the face's low-pass copy), not {self.l1_target!r}.")
         if not 0.0 <= self.m_landmark_step <= 0.5:
             raise TrainConfigError(f"m_landmark_step is a grid in crop units from 0 (none) to 0.5, not {self.m_landmark_step}.")
+        if self.m_landmark_shape not in LANDMARK_SHAPES:
+            raise TrainConfigError(f"m_landmark_shape is one of {', '.join(LANDMARK_SHAPES)}, not {self.m_landmark_shape!r}.")
+        if self.m_train not in ("all", "landmarks") or (self.m_train == "landmarks" and not self.m_landmarks):
+            raise TrainConfigError(f"m_train is all, or landmarks (only the landmark heads; needs m_landmarks: true), not {self.m_train!r}.")
         if self.m_landmarks and self.m_generator != "lowpass":
             raise TrainConfigError("m_landmarks needs the lowpass generator (m_generator: lowpass).")
         if self.l1_target == "lookalike" and self.m_generator != "lowpass":

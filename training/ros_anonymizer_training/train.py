@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -44,6 +45,14 @@ LANDMARK_DROPOUT = 0.15  # share of training faces M sees without landmarks (m_l
 
 
 # ----------------------------------------------------------------------------- set-up
+def trainable_m_parameters(m: nn.Module, cfg: TrainConfig) -> list[nn.Parameter]:
+    """M's weights its optimiser moves: all, or (`m_train: landmarks`) only the landmark heads, the rest frozen as it started."""
+    if cfg.m_train == "landmarks":
+        m.requires_grad_(False)
+        m.landmark_heads.requires_grad_(True)
+    return [p for p in m.parameters() if p.requires_grad]
+
+
 class Run:
     """Everything one process needs: config, device, rank, models, optimisers, data, logs."""
 
@@ -87,7 +96,7 @@ class Run:
 
         self.m = build_anonymizer(cfg).to(self.device)
         self.d = build_discriminator(cfg, len(self.data.names)).to(self.device)
-        self.opt_m = torch.optim.Adam(self.m.parameters(), lr=cfg.lr_m, betas=(0.5, 0.999))
+        self.opt_m = torch.optim.Adam(trainable_m_parameters(self.m, cfg), lr=cfg.lr_m, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr_d, betas=(0.9, 0.999), weight_decay=5e-4)
         self.r = build_realism(cfg).to(self.device)  # realism discriminator; steps only when lambda_realism > 0
         self.opt_r = torch.optim.Adam(self.r.parameters(), lr=cfg.lr_r, betas=(0.5, 0.999))
@@ -432,7 +441,8 @@ def export_stage(run: Run):
     trained_on = (f"{cfg.dataset_name}: {len(run.data.names)} identities, {len(run.data.train)} face crops; "
                   f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
                   f"{cfg.m_generator} generator" + (f" on {cfg.m_input_size}x{cfg.m_input_size} low-pass input" if cfg.m_generator == "lowpass" else "")
-                  + (" and CenterFace's 5 landmarks" if cfg.m_landmarks else "")
+                  + (f" and CenterFace's 5 landmarks ({cfg.m_landmark_shape})" if cfg.m_landmarks else "")
+                  + (" (only the landmark heads trained)" if cfg.m_train == "landmarks" else "")
                   + f"; batch {cfg.batch_size}, lr_m={cfg.lr_m:g}, d_modified_weight={cfg.d_modified_weight:g}; "
                   f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1} (to {cfg.l1_target}), lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "

@@ -17,7 +17,12 @@ copy of the person, and it costs a fraction of the ResNet's compute. With
 `m_landmarks` it also takes the detector's five landmarks (eyes, nose tip,
 mouth corners) as Gaussian maps at every upsampling stage, as DeepPrivacy
 conditions on keypoints: the pose and the mouth's shape, which a 4x4 copy
-cannot carry, without the detail that identifies.
+cannot carry, without the detail that identifies. With `landmark_shape:
+pose` the points M uses are a fixed template face placed where the
+person's points are (their similarity fit: place, size, roll) with the nose
+and mouth moved sideways as far as the person's nose is (yaw): the pose
+reaches M, the person's own proportions (eye distance, nose length, mouth
+width), which a recognizer can use, do not.
 
 Only Conv, ConvTranspose, InstanceNorm, ReLU, Tanh, reflection Pad, Add,
 AveragePool, Resize and Clip are used (the landmark maps add Slice and
@@ -28,6 +33,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# A generic face's 5 points (eyes, nose tip, mouth corners; x, y): the ArcFace
+# alignment template (Deng et al., CVPR 2019), divided by its 112-pixel side.
+FACE_TEMPLATE = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
+YAW_WEIGHTS = (0.0, 0.0, 1.0, 0.5, 0.5)  # how far each template point follows the nose sideways
 
 
 def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -87,7 +97,8 @@ class LowPassAnonymizer(nn.Module):
     """
 
     def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2, grid_size: int = 0,
-                 landmarks: bool = False, landmark_sigma: float = 0.05, landmark_step: float = 0.0):
+                 landmarks: bool = False, landmark_sigma: float = 0.05, landmark_step: float = 0.0,
+                 landmark_shape: str = "person"):
         super().__init__()
         self.pool = crop_size // input_size
         self.grid = grid_size or input_size
@@ -104,7 +115,7 @@ class LowPassAnonymizer(nn.Module):
             size, width = size * 2, out
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(width, 3, 3)]
         self.net = nn.Sequential(*layers)
-        self.landmark_sigma, self.landmark_step = landmark_sigma, landmark_step
+        self.landmark_sigma, self.landmark_step, self.landmark_shape = landmark_sigma, landmark_step, landmark_shape
         # One 3x3 conv per stage from the 5 landmark maps, zero at the start: M begins as the M without landmarks.
         self.landmark_heads = nn.ModuleList(nn.Conv2d(5, w, 3, padding=1) for w in widths) if landmarks else None
         for head in self.landmark_heads or ():
@@ -123,18 +134,53 @@ class LowPassAnonymizer(nn.Module):
         last.weight.mul_(factor)
         last.bias.mul_(factor)
 
-    def landmark_maps(self, landmarks: torch.Tensor, size: int) -> torch.Tensor:
-        """[N,10] points in the crop (0..1; -1: unknown) -> [N,5,size,size] Gaussian maps, all zero for an unknown face.
+    @staticmethod
+    def pose_points(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N,10] points -> x, y [N,5]: the template face placed by their similarity fit, nose and mouth shifted by their yaw.
+
+        The fit is closed-form in complex numbers (scale and rotation
+        z = sum(conj(q) p) / sum(|q|^2) over the centred template q and
+        points p); sums over the five points are slices and adds, so the
+        graph keeps to the ops TensorRT's parser takes (export.ALLOWED_OPS).
+        An unknown face (-1 rows) gets finite points, which its maps zero.
+        """
+        def total(t):
+            return t[:, 0:1] + t[:, 1:2] + t[:, 2:3] + t[:, 3:4] + t[:, 4:5]
+
+        template = torch.tensor(FACE_TEMPLATE) / 112.0
+        q = template - template.mean(0)
+        norm = float((q * q).sum())
+        qx, qy = landmarks.new_tensor(q[:, 0].tolist()), landmarks.new_tensor(q[:, 1].tolist())
+        px, py = landmarks[:, 0::2], landmarks[:, 1::2]
+        cx, cy = total(px) * 0.2, total(py) * 0.2
+        px, py = px - cx, py - cy
+        a, b = total(qx * px + qy * py) / norm, total(qx * py - qy * px) / norm
+        # The nose in the template's frame (z^-1 p) and its sideways offset from the template's nose: the yaw.
+        nose_x = (a * px[:, 2:3] + b * py[:, 2:3]) / (a * a + b * b + 1e-6)
+        shifted_x = qx + (nose_x - float(q[2, 0])) * landmarks.new_tensor(YAW_WEIGHTS)
+        return cx + a * shifted_x - b * qy, cy + b * shifted_x + a * qy
+
+    def points(self, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[N,10] points in the crop (0..1; -1: unknown) -> the x, y [N,5] M puts its maps at, and which points are known.
 
         With a `landmark_step`, each point is first rounded to that grid (in
         crop units): where the eyes and mouth are survives, the fine geometry
         between them (eye distance, mouth width), which identifies, less so.
+        With `landmark_shape: pose`, a template face takes their place.
         """
+        known = (landmarks[:, 0::2] >= 0).to(landmarks.dtype)
         if self.landmark_step:
             landmarks = torch.round(landmarks / self.landmark_step) * self.landmark_step
-        centres = (torch.arange(size, dtype=landmarks.dtype, device=landmarks.device) + 0.5) / size  # a constant in the graph
-        x, y = landmarks[:, 0::2, None, None], landmarks[:, 1::2, None, None]
-        known = (landmarks[:, 0::2] >= 0).to(landmarks.dtype)[..., None, None]
+        if self.landmark_shape == "pose":
+            x, y = self.pose_points(landmarks)
+        else:
+            x, y = landmarks[:, 0::2], landmarks[:, 1::2]
+        return x, y, known
+
+    def landmark_maps(self, points: tuple[torch.Tensor, torch.Tensor, torch.Tensor], size: int) -> torch.Tensor:
+        """`points` (x, y, known) -> [N,5,size,size] Gaussian maps, all zero for an unknown point."""
+        x, y, known = (t[..., None, None] for t in points)
+        centres = (torch.arange(size, dtype=x.dtype, device=x.device) + 0.5) / size  # a constant in the graph
         dx, dy = centres[None, None, None, :] - x, centres[None, None, :, None] - y
         return torch.exp((dx * dx + dy * dy) * (-0.5 / self.landmark_sigma ** 2)) * known
 
@@ -147,16 +193,17 @@ class LowPassAnonymizer(nn.Module):
             return (base + self.net(grid)).clamp(-1, 1)
         if landmarks is None:
             landmarks = faces.new_full((len(faces), 10), -1.0)
+        points = self.points(landmarks.to(faces.dtype))
         heads = iter(self.landmark_heads)
         for index, layer in enumerate(self.net):
             grid = layer(grid)
             if index in self.stage_ends:
-                grid = grid + next(heads)(self.landmark_maps(landmarks.to(grid.dtype), self.stage_ends[index]))
+                grid = grid + next(heads)(self.landmark_maps(points, self.stage_ends[index]))
         return (base + grid).clamp(-1, 1)
 
 
 def build_anonymizer(cfg) -> nn.Module:
     if cfg.m_generator == "lowpass":
         return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks, cfg.m_grid_size, cfg.m_landmarks,
-                                 landmark_step=cfg.m_landmark_step)
+                                 landmark_step=cfg.m_landmark_step, landmark_shape=cfg.m_landmark_shape)
     return Anonymizer(cfg.m_channels, cfg.m_blocks, cfg.m_upsample)
