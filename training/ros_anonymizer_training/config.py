@@ -15,6 +15,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PRIVACY_LOSSES = ("true_class", "cosine", "both")
 GENERATORS = ("resnet", "lowpass")
 LANDMARK_SHAPES = ("person", "pose")  # what of the detected landmarks M uses (models/anonymizer.py)
+M_TRAINED = ("all", "landmarks")  # which of M's weights its optimiser moves (train.trainable_m_parameters)
 UPSAMPLING = ("transpose", "resize")
 
 
@@ -129,7 +130,7 @@ class TrainConfig:
             raise TrainConfigError(f"m_landmark_step is a grid in crop units from 0 (none) to 0.5, not {self.m_landmark_step}.")
         if self.m_landmark_shape not in LANDMARK_SHAPES:
             raise TrainConfigError(f"m_landmark_shape is one of {', '.join(LANDMARK_SHAPES)}, not {self.m_landmark_shape!r}.")
-        if self.m_train not in ("all", "landmarks") or (self.m_train == "landmarks" and not self.m_landmarks):
+        if self.m_train not in M_TRAINED or (self.m_train == "landmarks" and not self.m_landmarks):
             raise TrainConfigError(f"m_train is all, or landmarks (only the landmark heads; needs m_landmarks: true), not {self.m_train!r}.")
         if self.m_landmarks and self.m_generator != "lowpass":
             raise TrainConfigError("m_landmarks needs the lowpass generator (m_generator: lowpass).")

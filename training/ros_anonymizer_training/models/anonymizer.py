@@ -26,7 +26,7 @@ width), which a recognizer can use, do not.
 
 Only Conv, ConvTranspose, InstanceNorm, ReLU, Tanh, reflection Pad, Add,
 AveragePool, Resize and Clip are used (the landmark maps add Slice and
-elementwise Sub, Mul, Exp and a comparison), so the ONNX graph parses in TensorRT.
+elementwise Sub, Mul, Exp and a comparison; the pose fit adds Div), so the ONNX graph parses in TensorRT.
 """
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ from torch import nn
 # alignment template (Deng et al., CVPR 2019), divided by its 112-pixel side.
 FACE_TEMPLATE = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655), (70.7299, 92.2041))
 YAW_WEIGHTS = (0.0, 0.0, 1.0, 0.5, 0.5)  # how far each template point follows the nose sideways
+_TEMPLATE = torch.tensor(FACE_TEMPLATE) / 112.0
+TEMPLATE_CENTRED = (_TEMPLATE - _TEMPLATE.mean(0)).tolist()  # q in the similarity fit, and its squared norm
+TEMPLATE_NORM = sum(x * x + y * y for x, y in TEMPLATE_CENTRED)
 
 
 def _conv_block(cin: int, cout: int, kernel: int, stride: int = 1) -> list[nn.Module]:
@@ -147,17 +150,15 @@ class LowPassAnonymizer(nn.Module):
         def total(t):
             return t[:, 0:1] + t[:, 1:2] + t[:, 2:3] + t[:, 3:4] + t[:, 4:5]
 
-        template = torch.tensor(FACE_TEMPLATE) / 112.0
-        q = template - template.mean(0)
-        norm = float((q * q).sum())
-        qx, qy = landmarks.new_tensor(q[:, 0].tolist()), landmarks.new_tensor(q[:, 1].tolist())
+        q = landmarks.new_tensor(TEMPLATE_CENTRED)
+        qx, qy = q[:, 0], q[:, 1]
         px, py = landmarks[:, 0::2], landmarks[:, 1::2]
         cx, cy = total(px) * 0.2, total(py) * 0.2
         px, py = px - cx, py - cy
-        a, b = total(qx * px + qy * py) / norm, total(qx * py - qy * px) / norm
+        a, b = total(qx * px + qy * py) / TEMPLATE_NORM, total(qx * py - qy * px) / TEMPLATE_NORM
         # The nose in the template's frame (z^-1 p) and its sideways offset from the template's nose: the yaw.
         nose_x = (a * px[:, 2:3] + b * py[:, 2:3]) / (a * a + b * b + 1e-6)
-        shifted_x = qx + (nose_x - float(q[2, 0])) * landmarks.new_tensor(YAW_WEIGHTS)
+        shifted_x = qx + (nose_x - TEMPLATE_CENTRED[2][0]) * landmarks.new_tensor(YAW_WEIGHTS)
         return cx + a * shifted_x - b * qy, cy + b * shifted_x + a * qy
 
     def points(self, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
