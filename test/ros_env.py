@@ -61,6 +61,29 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.02):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def reply_within(future, seconds: float) -> bool:
+    """Whether a service call's future completed within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return future.done()
+
+
+def ask(call, what: str, timeout: float = 30.0, reply_wait: float = 5.0):
+    """The reply to a service request that is safe to repeat; `call()` sends it and returns its future.
+
+    A reply can be lost when a client calls right after discovery: the server may answer before it has matched
+    the client's reply reader (ros2/rmw_fastrtps#390). So a request unanswered after `reply_wait` is sent again.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        future = call()
+        if reply_within(future, min(reply_wait, max(deadline - time.monotonic(), 0.0))):
+            return future.result()
+        future.cancel()
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 class RosPeer:
     """A node in the test process, spun by a background executor, that publishes and records messages."""
 

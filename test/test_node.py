@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 from camera_encodings import CAMERA_ONLY, depth, encode
 from onnx_models import anonymizer_model
-from ros_env import NodeProcess, RosPeer, ros_environment, wait_until  # noqa: F401 (fixture)
+from ros_env import NodeProcess, RosPeer, ask, reply_within, ros_environment, wait_until  # noqa: F401 (fixture)
 
 from ros_anonymizer.image_io import CAMERA_ENCODINGS, decode, image_to_rgb, rgb_to_compressed, rgb_to_image
 
@@ -109,6 +109,7 @@ class Session:
         from vision_msgs.msg import Detection2DArray
 
         self.peer, self.node, self.ns = peer, node, namespace
+        self._parameters = None
         prefix = f"{namespace}/{camera}" if camera else namespace
         self.status_name = f"{namespace}/anonymizer: {camera + ' ' if camera else ''}image anonymizer"
         self.image = peer.publisher(Image, f"{prefix}/image")
@@ -168,23 +169,25 @@ class Session:
                           f"the anonymized frame stamped {sec} (log:\n{self.node.log()})")
 
     def parameter_client(self):
+        """One client for the session, as a tool would hold it (a fresh one per call only widens the discovery race)."""
         from rclpy.parameter_client import AsyncParameterClient
 
-        client = AsyncParameterClient(self.peer.node, f"{self.ns}/anonymizer")
-        assert client.wait_for_services(timeout_sec=TIMEOUT)
-        return client
+        if self._parameters is None:
+            self._parameters = AsyncParameterClient(self.peer.node, f"{self.ns}/anonymizer")
+            assert self._parameters.wait_for_services(timeout_sec=TIMEOUT)
+        return self._parameters
 
     def set_parameters(self, **values):
+        """Setting the same values again is harmless, so a lost reply is asked again."""
         from rclpy.parameter import Parameter
 
-        future = self.parameter_client().set_parameters([Parameter(k, value=v) for k, v in values.items()])
-        wait_until(future.done, TIMEOUT, "the parameter service")
-        return future.result().results
+        client = self.parameter_client()
+        request = [Parameter(k, value=v) for k, v in values.items()]
+        return ask(lambda: client.set_parameters(request), "the parameter service", TIMEOUT).results
 
     def get_parameters(self, *names) -> list:
-        future = self.parameter_client().get_parameters(list(names))
-        wait_until(future.done, TIMEOUT, "the parameter service")
-        return [v for v in future.result().values]
+        client = self.parameter_client()
+        return list(ask(lambda: client.get_parameters(list(names)), "the parameter service", TIMEOUT).values)
 
 
 @pytest.fixture(scope="module")
@@ -598,25 +601,38 @@ def test_one_process_serves_several_cameras_with_their_own_camera_info(ros_envir
 
 # Lifecycle -------------------------------------------------------------------------------------------------------
 
-def change_state(peer: RosPeer, node_name: str, transition: int) -> bool:
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
+class LifecycleManager:
+    """get_state and change_state clients, created once, as a lifecycle manager holds them."""
 
-    client = peer.node.create_client(ChangeState, f"{node_name}/change_state")
-    assert client.wait_for_service(timeout_sec=FIRST_FRAME_TIMEOUT)
-    future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-    wait_until(future.done, FIRST_FRAME_TIMEOUT, f"transition {transition}")
-    return future.result().success
+    def __init__(self, peer: RosPeer, node_name: str):
+        from lifecycle_msgs.srv import ChangeState, GetState
 
+        self.get_client = peer.node.create_client(GetState, f"{node_name}/get_state")
+        self.change_client = peer.node.create_client(ChangeState, f"{node_name}/change_state")
+        for client in (self.get_client, self.change_client):
+            assert client.wait_for_service(timeout_sec=FIRST_FRAME_TIMEOUT)
 
-def lifecycle_state(peer: RosPeer, node_name: str) -> str:
-    from lifecycle_msgs.srv import GetState
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
 
-    client = peer.node.create_client(GetState, f"{node_name}/get_state")
-    assert client.wait_for_service(timeout_sec=FIRST_FRAME_TIMEOUT)
-    future = client.call_async(GetState.Request())
-    wait_until(future.done, TIMEOUT, "get_state")
-    return future.result().current_state.label
+        return ask(lambda: self.get_client.call_async(GetState.Request()), "get_state", TIMEOUT).current_state.label
+
+    def change(self, transition: int) -> bool:
+        """Asks for a transition; asks again only if its reply was lost and get_state shows it was not taken."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        goal = {Transition.TRANSITION_CONFIGURE: "inactive", Transition.TRANSITION_ACTIVATE: "active",
+                Transition.TRANSITION_DEACTIVATE: "inactive", Transition.TRANSITION_CLEANUP: "unconfigured"}[transition]
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            future = self.change_client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+            if reply_within(future, 5.0):
+                return future.result().success
+            future.cancel()
+            if self.state() == goal:
+                return True
+        raise AssertionError(f"timed out after {TIMEOUT:.0f} s waiting for transition {transition}")
 
 
 def test_lifecycle_publishes_only_while_active_and_never_half_a_frame(ros_environment, tmp_path, frames):
@@ -646,19 +662,20 @@ def test_lifecycle_publishes_only_while_active_and_never_half_a_frame(ros_enviro
     try:
         wait_until(lambda: s.compressed.get_subscription_count() > 0, FIRST_FRAME_TIMEOUT, f"the node (log:\n{node.log()})")
         streamer.start()
-        assert lifecycle_state(peer, "/managed/anonymizer") == "unconfigured"
+        manager = LifecycleManager(peer, "/managed/anonymizer")
+        assert manager.state() == "unconfigured"
         s.wait_for_status(DiagnosticStatus.WARN, "not active (unconfigured)")
-        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_CONFIGURE)
-        assert lifecycle_state(peer, "/managed/anonymizer") == "inactive"
+        assert manager.change(Transition.TRANSITION_CONFIGURE)
+        assert manager.state() == "inactive"
         s.wait_for_status(DiagnosticStatus.WARN, "not active (inactive)")
-        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_ACTIVATE)
-        activated = time.monotonic()
+        activated = time.monotonic()  # before the request, after the reply: bounds that hold even when one is asked again
+        assert manager.change(Transition.TRANSITION_ACTIVATE)
         wait_until(lambda: len(peer.snapshot(s.out)) >= 5, FIRST_FRAME_TIMEOUT, f"frames while active (log:\n{node.log()})")
-        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_DEACTIVATE)
+        assert manager.change(Transition.TRANSITION_DEACTIVATE)
         deactivated = time.monotonic()
         wait_until(lambda: sent and sent[-1][1] > deactivated + 3.0, TIMEOUT, "frames sent while inactive")
-        assert change_state(peer, "/managed/anonymizer", Transition.TRANSITION_ACTIVATE)
         reactivated = time.monotonic()
+        assert manager.change(Transition.TRANSITION_ACTIVATE)
         wait_until(lambda: any(sec for sec, at in sent if at > reactivated and sec in by_stamp(peer.snapshot(s.out))),
                    FIRST_FRAME_TIMEOUT, "frames after reactivation")
         from sensor_msgs.msg import CompressedImage
@@ -670,8 +687,8 @@ def test_lifecycle_publishes_only_while_active_and_never_half_a_frame(ros_enviro
 
         wait_until(depth_counted, TIMEOUT, "the compressed depth image to be counted", poll=0.3)
         for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE):
-            assert change_state(peer, "/managed/anonymizer", transition), f"transition {transition} (log:\n{node.log()})"
-        assert lifecycle_state(peer, "/managed/anonymizer") == "inactive"
+            assert manager.change(transition), f"transition {transition} (log:\n{node.log()})"
+        assert manager.state() == "inactive"
     finally:
         stop.set()
         if streamer.is_alive():
