@@ -143,6 +143,17 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, cache_dir):
     assert {g["lr"] for g in saved["opt_d"]["param_groups"]} == {1e-5} and {g["lr"] for g in saved["opt_m"]["param_groups"]} == {2e-5}
 
 
+def test_fresh_starts_over_and_removes_only_what_a_run_wrote(tmp_path, cache_dir):
+    cfg = tiny(tmp_path, cache_dir=str(cache_dir), lambda_det=0.0, pretrain_a_steps=0, pretrain_d_steps=2)
+    train(cfg, ["pretrain-d"])
+    own = Path(cfg.out_dir) / "log.txt"
+    own.write_text("a person's own file, e.g. the run's redirected output")
+    train(cfg, [], fresh=True)
+    assert own.read_text().startswith("a person's own file")
+    assert not (Path(cfg.out_dir) / "metrics.jsonl").exists()
+    assert not (Path(cfg.out_dir) / checkpoint.LAST).exists() or checkpoint.load(cfg.out_dir)["progress"] == {}
+
+
 def test_centerface_in_torch_matches_onnx_runtime_and_scores_faces():
     from ros_anonymizer.backends import load_backend
     from ros_anonymizer.faces import centerface_onnx

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
+METRICS = "metrics.jsonl"
+
 
 class MetricsLog:
     """Appends one JSON object per line to metrics.jsonl (survives resumes; plots read it back)."""
 
     def __init__(self, out_dir: str | Path, enabled: bool = True):
-        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path = Path(out_dir) / METRICS
         self.enabled = enabled
 
     def write(self, **record) -> None:
