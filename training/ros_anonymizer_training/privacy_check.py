@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ros_anonymizer.errors import UserError
 from ros_anonymizer.media import read_image
 from ros_anonymizer_evaluation.temporal import gallery_ranks, gallery_search, pooled_attack, shortlist_size
 
@@ -468,7 +469,10 @@ def main(argv=None) -> int:
     methods = build_methods(args.models, baselines, args.grid is not None or "original" not in earlier,
                             args.lookalike, cfg, args.lookalike_detail)
     methods = {name: m for name, m in methods.items() if name not in earlier or name == "original"}  # measured already
-    measured = measure(methods, people, samples, args.grid_people, args.track_frames)
+    try:
+        measured = measure(methods, people, samples, args.grid_people, args.track_frames)
+    except UserError as e:  # a judge that cannot load says what to install
+        raise SystemExit(f"privacy_check: {e}") from None
     for r in measured.values():
         r["people"] = [str(p) for p, _ in people]
     results = {**earlier, **measured}
