@@ -7,16 +7,23 @@ from pathlib import Path
 import torch
 
 LAST = "last.pt"
+PARTIAL = LAST + ".tmp"  # written first, then renamed over LAST: a stopped save never leaves half a checkpoint
 
 
 def save(out_dir: str | Path, state: dict) -> Path:
     """Write `state` (tensors, state dicts, numbers, strings, lists, dicts) atomically as last.pt."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path, tmp = out_dir / LAST, out_dir / (LAST + ".tmp")
+    path, tmp = out_dir / LAST, out_dir / PARTIAL
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def remove(out_dir: str | Path) -> None:
+    """Delete the checkpoint (and any save it was stopped in), so the next run starts over."""
+    for name in (LAST, PARTIAL):
+        (Path(out_dir) / name).unlink(missing_ok=True)
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

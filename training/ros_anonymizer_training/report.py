@@ -6,14 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-METRICS = "metrics.jsonl"
-
 
 class MetricsLog:
     """Appends one JSON object per line to metrics.jsonl (survives resumes; plots read it back)."""
 
     def __init__(self, out_dir: str | Path, enabled: bool = True):
-        self.path = Path(out_dir) / METRICS
+        self.path = Path(out_dir) / "metrics.jsonl"
         self.enabled = enabled
 
     def write(self, **record) -> None:
@@ -21,6 +19,9 @@ class MetricsLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in record.items()}) + "\n")
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
 
     def read(self) -> list[dict]:
         if not self.path.exists():

@@ -36,7 +36,7 @@ from .models.anonymizer import build_anonymizer
 from .models.discriminator import build_discriminator, to_discriminator_input
 from .models.face_detector import CenterFaceTorch
 from .models.realism import build_realism
-from .report import METRICS, MetricsLog, face_grid, plot_curves
+from .report import MetricsLog, face_grid, plot_curves
 
 STAGES = ("pretrain-d", "pretrain-a", "joint", "export")
 FACE_FOUND = 0.5  # CenterFace score at which the evaluation's naturalness figure counts a face as found
@@ -573,8 +573,8 @@ def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
     out = Path(cfg.out_dir)
     run = Run(cfg)
     if fresh and run.main:  # only what a run wrote; out_dir may hold a person's own files (or be ".")
-        for name in (checkpoint.LAST, checkpoint.LAST + ".tmp", METRICS):
-            (out / name).unlink(missing_ok=True)
+        checkpoint.remove(out)
+        run.log.clear()
     if run.distributed:  # nobody reads the checkpoint before rank 0 has removed it
         dist.barrier()
     if run.main:
