@@ -98,10 +98,12 @@ def test_export_matches_torch_and_runs_in_the_runtime(tiny_run):
     assert np.array_equal(out[outside], rgb[outside])
 
 
-def test_report_plots_are_written(tiny_run):
+def test_report_plots_are_written_and_the_config_reloads(tiny_run):
     cfg, _ = tiny_run
     for name in ("losses.png", "d_accuracy.png", "samples.png", "last.pt", "config.yaml"):
         assert (Path(cfg.out_dir) / name).stat().st_size > 100, name
+    assert TrainConfig.load(str(Path(cfg.out_dir) / "config.yaml")) == cfg  # `--config <run>/config.yaml` repeats the run
+    assert cfg.init_realism == "" and cfg.m_landmark_shape == "person"  # (empty strings and names survive the round trip)
 
 
 def test_identity_holdout_and_crops_agree_with_the_runtime(tmp_path, cache_dir):

@@ -183,3 +183,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        """Write every setting as YAML that `load` reads back to this config (a run's `config.yaml`)."""
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -579,7 +579,7 @@ def train(cfg: TrainConfig, stages: list[str], fresh: bool = False) -> Path:
         dist.barrier()
     if run.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in cfg.to_dict().items()))
+        cfg.save(out / "config.yaml")
     resumed = run.restore()
     if not resumed and cfg.init_anonymizer:
         run.m.load_state_dict(export.anonymizer_weights(cfg.init_anonymizer, run.m.state_dict(), "init_anonymizer"))
