@@ -26,7 +26,8 @@ class TrainConfigError(ValueError):
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "edge"
-    seed: int = 0
+    seed: int = 0  # the draws: initial weights, batches, augmentation, track moves
+    split_seed: int = 0  # which people are held out (data/faces.py): another `seed` draws again on the same split
     out_dir: str = "runs/edge"
     device: str = "auto"  # auto: cuda when available, else cpu
     amp: bool = True  # bfloat16 autocast on CUDA; ignored on CPU

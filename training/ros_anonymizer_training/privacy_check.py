@@ -74,7 +74,7 @@ def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
     """(probe, gallery image) of up to `count` hold-out people with 2+ images, in a seeded order."""
     _, holdout = split_identities(scan_identities(cfg.faces_root), cfg)
     people = sorted(n for n, paths in holdout.items() if len(paths) >= 2)
-    random.Random(cfg.seed).shuffle(people)
+    random.Random(cfg.split_seed).shuffle(people)
     root = Path(cfg.faces_root)
     return [(root / holdout[n][0], root / holdout[n][1]) for n in people[:count]]
 

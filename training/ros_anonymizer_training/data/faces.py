@@ -61,9 +61,9 @@ def scan_identities(root: str | Path) -> dict[str, list[str]]:
 
 
 def split_identities(people: dict[str, list[str]], cfg) -> tuple[dict, dict]:
-    """Seeded split into trained identities (enough images for D) and hold-out identities."""
+    """Seeded split (`split_seed`) into trained identities (enough images for D) and hold-out identities."""
     names = sorted(people)
-    random.Random(cfg.seed).shuffle(names)
+    random.Random(cfg.split_seed).shuffle(names)
     n_holdout = round(len(names) * cfg.holdout_identities)
     holdout = {n: people[n] for n in names[:n_holdout]}
     trained = {n: people[n] for n in names[n_holdout:] if len(people[n]) >= cfg.min_images_per_identity}
