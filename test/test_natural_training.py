@@ -99,7 +99,7 @@ def natural_run(tmp_path_factory):
     values = TrainConfig.load("tiny").to_dict()
     values.update(faces_root=str(require_data("lfw", "images")), cache_dir=str(tmp / "cache"), out_dir=str(tmp / "run"),
                   pretrain_d_steps=40, joint_steps=30, eval_every=30, log_every=5, track_views=3,
-                  lambda_track_privacy=1.0, m_landmarks=True, m_landmark_shape="pose", **NATURAL)
+                  lambda_track_privacy=1.0, m_landmarks=True, m_landmark_shape="turn", **NATURAL)
     cfg = TrainConfig.from_dict(values)
     out = train(cfg, ["pretrain-d", "joint", "export"])
     return cfg, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -122,7 +122,7 @@ def test_trainer_runs_every_new_term_and_the_export_runs_in_the_runtime(natural_
     graph = onnx.load(exported["path"])
     assert "ConvTranspose" not in {n.op_type for n in graph.graph.node}
     backend = load_backend(exported["path"], "onnxruntime", use_gpu=False)
-    assert "lowpass generator on 8x8 low-pass input and CenterFace's 5 landmarks (pose)" in backend.metadata["trained_on"]
+    assert "lowpass generator on 8x8 low-pass input and CenterFace's 5 landmarks (turn)" in backend.metadata["trained_on"]
     assert "track privacy over 3 views" in backend.metadata["trained_on"]
     assert [i.name for i in graph.graph.input] == ["faces", "landmarks"]
     learned = LearnedAnonymizer(backend)
@@ -202,6 +202,50 @@ def test_pose_points_keep_place_size_roll_and_yaw_but_not_the_persons_proportion
     assert nose_shift[0] > 0.03  # the yaw reaches M
     with pytest.raises(TrainConfigError, match="m_landmark_shape"):
         TrainConfig.load("edge", ["m_landmarks=true", "m_landmark_shape=face"])
+
+
+def test_turn_points_keep_sideways_place_roll_and_yaw_but_give_everyone_one_height_and_size():
+    from ros_anonymizer_training.models.anonymizer import FACE_TEMPLATE, TURN_HEIGHT, TURN_SIZE
+
+    template = torch.tensor(FACE_TEMPLATE) / 112.0
+    template = template - template.mean(0)
+    turned = LowPassAnonymizer(32, 4, 8, 1, 8, landmarks=True, landmark_shape="turn")
+    faces = []
+    for angle, size, x, y in ((0.3, 0.7, 0.45, 0.50), (0.3, 0.9, 0.45, 0.60), (-0.2, 0.8, 0.55, 0.55)):
+        angle = torch.tensor(angle)
+        rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])])
+        faces.append((template @ rotation.T * size + torch.tensor([x, y])).flatten())
+    x, y, _ = turned.points(torch.stack(faces))
+    cx, cy, a, b, _ = LowPassAnonymizer.pose_fit(torch.stack((x, y), 2).flatten(1))
+    torch.testing.assert_close(cy.flatten(), torch.full((3,), TURN_HEIGHT), atol=1e-5, rtol=0)  # one height ...
+    torch.testing.assert_close(a.hypot(b).flatten(), torch.full((3,), TURN_SIZE), atol=1e-5, rtol=0)  # ... and size for all
+    torch.testing.assert_close(cx.flatten(), torch.tensor([0.45, 0.45, 0.55]), atol=1e-5, rtol=0)  # the sideways place stays
+    torch.testing.assert_close(torch.atan2(b, a).flatten(), torch.tensor([0.3, 0.3, -0.2]), atol=1e-5, rtol=0)  # and the roll
+    yawed = faces[0].clone().view(5, 2)
+    yawed[2:, 0] += 0.05
+    before, after = (torch.stack(turned.points(face.flatten()[None])[:2], 2)[0] for face in (faces[0], yawed))
+    nose_shift = (after[2] - (after[0] + after[1]) / 2) - (before[2] - (before[0] + before[1]) / 2)
+    assert nose_shift.norm() > 0.03  # and the yaw
+
+
+def test_pose_repeats_reads_a_photos_roll_and_size_and_finds_a_repeated_pose():
+    import cv2
+
+    from ros_anonymizer.config import AnonymizerConfig
+    from ros_anonymizer.faces import load_face_detector
+    from ros_anonymizer_training.models.anonymizer import TURN_SIZE
+    from ros_anonymizer_training.pose_repeats import pose_parts, rank1
+
+    detector = load_face_detector(AnonymizerConfig(use_gpu=False))
+    rgb = read_image(require_data("lfw", "images", "Aaron_Peirsol", "Aaron_Peirsol_0001.jpg"))
+    upright = pose_parts(detector, rgb, 1.3)
+    assert abs(upright[2] - TURN_SIZE) < 0.1  # a typical face's size in its crop
+    turn = cv2.getRotationMatrix2D((125, 125), -12, 1.0)  # 12 degrees clockwise on screen: the face rolls by +0.21 rad
+    rolled = pose_parts(detector, cv2.warpAffine(rgb, turn, (250, 250), borderMode=cv2.BORDER_REFLECT), 1.3)
+    assert 0.5 * np.radians(12) < rolled[3] - upright[3] < 1.5 * np.radians(12)  # (the detector's points lean to upright: 0.15)
+    assert abs(rolled[2] - upright[2]) < 0.05
+    parts = np.random.default_rng(0).normal(size=(50, 5))
+    assert rank1(parts, parts + 0.01) == 1.0 and rank1(parts, parts[::-1]) < 0.1
 
 
 def test_m_train_landmarks_moves_only_the_landmark_heads():

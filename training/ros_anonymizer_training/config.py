@@ -14,7 +14,7 @@ import yaml
 CONFIG_DIR = Path(__file__).parent / "configs"
 PRIVACY_LOSSES = ("true_class", "cosine", "both")
 GENERATORS = ("resnet", "lowpass")
-LANDMARK_SHAPES = ("person", "pose")  # what of the detected landmarks M uses (models/anonymizer.py)
+LANDMARK_SHAPES = ("person", "pose", "turn")  # what of the detected landmarks M uses (models/anonymizer.py)
 M_TRAINED = ("all", "landmarks")  # which of M's weights its optimiser moves (train.trainable_m_parameters)
 UPSAMPLING = ("transpose", "resize")
 
@@ -53,7 +53,7 @@ class TrainConfig:
     m_grid_size: int = 0  # lowpass only: the side M's network starts at, the input resized to it; 0: m_input_size
     m_landmarks: bool = False  # lowpass only: M also takes the detector's 5 landmarks (pose and mouth shape; ONNX input "landmarks")
     m_landmark_step: float = 0.0  # with m_landmarks: M rounds each point to this grid (crop units, e.g. 0.0625) before using it
-    m_landmark_shape: str = "person"  # with m_landmarks: person (the points as detected) or pose (a template face placed by them: place, size, roll, yaw)
+    m_landmark_shape: str = "person"  # with m_landmarks: person (the points as detected), pose (a template face placed by them: place, size, roll, yaw) or turn (the same at everyone's height and size)
     m_train: str = "all"  # all of M's weights, or landmarks: only the landmark heads (the rest stays as initialised)
     m_channels: int = 32
     export_detail_scale: float = 1.0  # lowpass only: the exported M paints this fraction of its residual (privacy/naturalness knob)

@@ -16,7 +16,7 @@ import torch
 OPSET = 17
 TOLERANCE = 1e-4  # max |onnxruntime - torch| on the [-1, 1] output, float32 on CPU
 ALLOWED_OPS = {"Conv", "ConvTranspose", "InstanceNormalization", "Relu", "Tanh", "Pad", "Add", "AveragePool", "Resize", "Clip",
-               "Slice", "Unsqueeze", "Sub", "Mul", "Exp", "GreaterOrEqual", "Cast", "Div", "Round"}  # the second line: M's landmark maps
+               "Slice", "Unsqueeze", "Sub", "Mul", "Exp", "GreaterOrEqual", "Cast", "Div", "Round", "Sqrt"}  # the second line: M's landmark maps
 
 
 class ExportError(RuntimeError):
