@@ -364,6 +364,38 @@ def test_interpolating_two_anonymizers_lands_between_them_and_keeps_the_contract
     assert "Someone_Else" in json.loads(meta["trained_identities"]) and len(json.loads(meta["trained_identities"])) > 1
 
 
+def test_interpolating_from_an_anonymizer_without_landmarks_scales_a_landmark_models_heads(tmp_path):
+    """The bundled M (no `landmarks` input) to a landmark M fine-tuned from it (`m_train: landmarks`): the heads turned down."""
+    from ros_anonymizer.backends import load_backend
+    from ros_anonymizer.filters import BUNDLED_ANONYMIZER, bundled_model
+    from ros_anonymizer_training.export import anonymizer_weights, export_anonymizer
+    from ros_anonymizer_training.interpolate import main as interpolate_main
+
+    cfg = TrainConfig.load("edge", ["m_input_size=4", "m_grid_size=8", "m_landmarks=true", "m_landmark_shape=turn"])
+    m = build_anonymizer(cfg).eval()
+    m.load_state_dict(anonymizer_weights(bundled_model(BUNDLED_ANONYMIZER), m.state_dict()))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in m.landmark_heads.parameters():
+            p.normal_(0, 0.05)
+    export_args = dict(crop_size=cfg.crop_size, box_enlarge=cfg.box_enlarge, preset=cfg.preset, trained_on="test")
+    export_anonymizer(m, tmp_path / "heads.onnx", **export_args)
+    with torch.no_grad():
+        for p in m.landmark_heads.parameters():
+            p.mul_(0.5)
+    export_anonymizer(m, tmp_path / "half_heads.onnx", **export_args)
+    config = tmp_path / "turn.yaml"
+    cfg.save(config)
+    assert interpolate_main(["--config", str(config), str(bundled_model(BUNDLED_ANONYMIZER)), str(tmp_path / "heads.onnx"),
+                             "--toward", "0.5", "--out", str(tmp_path / "mid.onnx")]) == 0
+    feeds = {"faces": real_faces(3, cfg.crop_size).numpy(),
+             "landmarks": np.array([[0.35, 0.4, 0.65, 0.4, 0.5, 0.55, 0.4, 0.7, 0.6, 0.7]] * 2 + [[-1] * 10], np.float32)}
+    mid, half, full = (load_backend(tmp_path / name, "onnxruntime", use_gpu=False).run(feeds)["anonymized"]
+                       for name in ("mid.onnx", "half_heads.onnx", "heads.onnx"))
+    np.testing.assert_allclose(mid, half, atol=1e-5)
+    assert np.abs(mid - full).max() > 1e-2  # the heads moved the output, and the midpoint moved it half as far
+
+
 def test_interpolation_refuses_bad_input_with_one_sentence(natural_run, tmp_path, capsys):
     from ros_anonymizer_training.interpolate import main as interpolate_main
 

@@ -98,15 +98,21 @@ def takes_landmarks(model: torch.nn.Module) -> bool:
 
 
 def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, crop_size: int, batches=(1, 5)) -> dict:
-    """Run real faces-like inputs (and landmarks, the first face's unknown) through ONNX Runtime and torch; raise if they differ by more than TOLERANCE."""
+    """Run real faces-like inputs (and landmarks, the first face's unknown) through ONNX Runtime and torch; raise if they differ by more than TOLERANCE.
+
+    An ONNX file without the `landmarks` input (an M from before the landmark
+    heads, which a landmark M can start from) is compared with the torch
+    model given no landmarks.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    with_landmarks = takes_landmarks(model) and "landmarks" in {i.name for i in session.get_inputs()}
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
     for n in batches:
         feeds = {"faces": torch.rand(n, 3, crop_size, crop_size, generator=generator) * 2 - 1}
-        if takes_landmarks(model):
+        if with_landmarks:
             feeds["landmarks"] = torch.rand(n, 10, generator=generator) * 0.6 + 0.2
             feeds["landmarks"][0] = -1
         with torch.no_grad():
@@ -141,4 +147,4 @@ def anonymizer_weights(path: str | Path, expected: dict, name: str = "the anonym
     if missing or wrong:
         raise ExportError(f"{name} {path} does not fit this preset's M ({len(missing)} weights missing, "
                           f"{len(wrong)} of another shape); use the same m_channels, m_blocks and crop_size it was trained with.")
-    return {k: found[k].to(expected[k].dtype) if k in found else expected[k] for k in expected}
+    return {k: found[k].to(expected[k].dtype) if k in found else expected[k].clone() for k in expected}  # (a copy: expected may be live weights)
