@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import require_data
-from ros_anonymizer_training.privacy_check import _found, _search, main, track_frame
+from ros_anonymizer_training.privacy_check import _found, _search, grid_labels, main, track_frame
 from ros_anonymizer_training.shipping import ship_verdict
 
 
@@ -87,3 +87,8 @@ def test_the_shipping_rule_needs_both_models_measured(tmp_path):
     require_data("lfw", "images")
     with pytest.raises(SystemExit, match="--ship needs ros_anonymizer/models/anonymizer_edge.onnx measured"):
         main(["--config", "edge", "--people", "2", "--baselines", "mask", "--ship", "ros_anonymizer/models/anonymizer_edge.onnx"])
+
+
+def test_grid_columns_are_told_apart_when_runs_share_a_file_name():
+    names = ["original", "learned:models/anonymizer_edge.onnx", "learned:turn_s0/anonymizer_edge.onnx", "learned:x/other.onnx", "blur"]
+    assert grid_labels(names) == ["original", "models", "turn_s0", "other", "blur"]

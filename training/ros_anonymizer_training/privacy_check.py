@@ -285,12 +285,17 @@ def sample_grid(samples: dict, path: Path) -> Path:
     grid = np.concatenate(rows, 0)
     header = np.full((22, grid.shape[1], 3), 255, np.uint8)
     width = grid.shape[1] // len(names)
-    for i, name in enumerate(names):
-        label = name.split("/")[-1].replace(".onnx", "")
+    for i, label in enumerate(grid_labels(names)):
         cv2.putText(header, label[:18], (i * width + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([header, grid], 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     return path
+
+
+def grid_labels(names: list[str]) -> list[str]:
+    """Column labels: each method's file name, or its folder where runs share a file name (every run exports anonymizer_edge.onnx)."""
+    files = [name.split("/")[-1].replace(".onnx", "") for name in names]
+    return [name.removeprefix("learned:").split("/")[0] if files.count(file) > 1 else file for name, file in zip(names, files)]
 
 
 def baseline_config(spec: str):
