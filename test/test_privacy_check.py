@@ -22,7 +22,7 @@ def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
     require_data("lfw", "images")
     out = tmp_path / "figures.json"
     assert main(["--config", "edge", "--people", "3", "--baselines", "mask", "--track-frames", "3", "--json", str(out),
-                 "--chart", str(tmp_path / "chart.png")]) == 0
+                 "--chart", str(tmp_path / "chart.png"), "--further-photos"]) == 0
     assert (tmp_path / "chart.png").stat().st_size > 0 and (tmp_path / "chart_track.png").stat().st_size > 0
     figures = json.loads(out.read_text())
     original, mask = figures["original"], figures["mask"]
@@ -39,7 +39,12 @@ def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
     # Person by person (what the shipping rule compares): everyone under the original, nobody under the mask.
     assert original["leaks"]["matched"] == original["leaks"]["track_rank1"] == [0, 1, 2]
     assert mask["leaks"]["matched"] == mask["leaks"]["track_matched"] == []
-    assert "tracks of 3 frames" in capsys.readouterr().out
+    # The people's further photos (11, 1 and 0 of them) are more probes: found untouched, never under the mask.
+    assert original["further_photos"] == mask["further_photos"] == 12
+    assert original["further_matched"] == original["further_rank1"] == 1.0 and mask["further_matched"] == 0.0
+    assert sorted(original["leaks"]["further_matched"]) == sorted([f"0:{k}" for k in range(2, 13)] + ["1:2"])
+    printed = capsys.readouterr().out
+    assert "tracks of 3 frames" in printed and "further photos of the same people" in printed
 
 
 def test_the_gallery_search_ranks_each_probes_own_face():

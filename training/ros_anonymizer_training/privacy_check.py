@@ -67,6 +67,7 @@ from .shipping import ship_verdict
 DEFAULT_BASELINES = ("blur", "mosaic")
 BUNDLED = "ros_anonymizer/models/anonymizer_edge.onnx"
 REFERENCES = ("lookalike", "stranger")  # --lookalike's methods: real strangers' faces, not filters
+FURTHER = ("further_matched", "further_rank1", "further_parrot_rank1")  # the attacks on further photos (dlib)
 SWEEP = ("blur:0.05", "blur:0.1", "blur:0.2", "mosaic:16", "mosaic:10", "mosaic:6", "noise:40", "noise:80", "noise:160", "mask")
 
 
@@ -77,6 +78,13 @@ def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
     random.Random(cfg.split_seed).shuffle(people)
     root = Path(cfg.faces_root)
     return [(root / holdout[n][0], root / holdout[n][1]) for n in people[:count]]
+
+
+def further_photos(cfg: TrainConfig, people: list[tuple[Path, Path]]) -> dict[int, list[Path]]:
+    """Each person's photos after the probe and gallery ones (person index -> paths): more probes of the same people."""
+    _, holdout = split_identities(scan_identities(cfg.faces_root), cfg)
+    root = Path(cfg.faces_root)
+    return {i: [root / p for p in holdout[probe.parent.name][2:]] for i, (probe, _) in enumerate(people)}
 
 
 def track_frame(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,13 +105,15 @@ class Attack:
     the anonymized probe, embedded where the original face was; parrot: the
     gallery photo anonymized by the same method (the filter is public, so an
     attacker can anonymize a gallery to match anonymized faces against);
-    track_raw/track_published: embeddings averaged over the person's track.
+    track_raw/track_published: embeddings averaged over the person's track;
+    further_raw/further: the person's further photos ('person:k'), original
+    and anonymized, each one more probe (`--further-photos`).
     """
 
     def __init__(self, recognizer, threshold: float, unit: bool, methods: dict):
         self.recognizer, self.threshold, self.unit = recognizer, threshold, unit
-        self.raw, self.gallery, self.track_raw = {}, {}, {}
-        self.published, self.parrot, self.track_published = ({name: {} for name in methods} for _ in range(3))
+        self.raw, self.gallery, self.track_raw, self.further_raw = {}, {}, {}, {}
+        self.published, self.parrot, self.track_published, self.further = ({name: {} for name in methods} for _ in range(4))
 
     def average(self, embeddings: list) -> np.ndarray:
         """A track's pooled embedding; L2-normalised again for a recognizer whose embeddings are unit vectors."""
@@ -124,6 +134,9 @@ class Attack:
             track = pooled_attack([self.track_raw[p] for p in tracked], [self.track_published[name][p] for p in tracked], self.threshold)
             out.update(track_matched=track["reidentified"], track_rank1=track["rank1"], track_shortlist=track["shortlist"],
                        track_impostor_match=track["impostor_match"], track_matched_others=track["published_matches_others"])
+        if self.further[name]:
+            leaks, photos = self.leaks(name), len(self.further[name])
+            out.update(further_photos=photos, **{key: len(leaks[key]) / photos for key in FURTHER})
         return out
 
     def leaks(self, name: str) -> dict:
@@ -135,7 +148,21 @@ class Attack:
         if self.track_published[name]:
             out.update(track_matched=near(self.track_published[name], self.track_raw),
                        track_rank1=_found(self.track_published[name], self.track_raw))
+        if self.further[name]:  # the photos found ('person:k')
+            out.update(further_matched=near(self.further[name], self.further_raw),
+                       further_rank1=_found_photos(self.further[name], self.gallery),
+                       further_parrot_rank1=_found_photos(self.further[name], self.parrot[name]))
         return out
+
+
+def _found_photos(photos: dict, gallery: dict) -> list:
+    """The photos ('person:k' -> embedding) whose nearest gallery face is their person's: rank-1, photo by photo."""
+    owners = list(gallery)
+    if len(owners) < 2:
+        return []
+    faces = np.array([gallery[p] for p in owners]).reshape(len(owners), -1)
+    return [key for key, embedding in photos.items()
+            if owners[int(np.argmin(np.linalg.norm(faces - embedding, axis=1)))] == int(key.split(":")[0])]
 
 
 def _ranked(probes: dict, gallery: dict) -> tuple[list, np.ndarray, list]:
@@ -164,8 +191,9 @@ def _found(probes: dict, gallery: dict, within: int = 1) -> list:
 
 
 def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0,
-            track_frames: int = 1) -> dict:
-    """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people."""
+            track_frames: int = 1, further: dict[int, list[Path]] | None = None) -> dict:
+    """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people;
+    with `further` (further_photos), dlib's one-frame and rank-1 attacks also on each person's further photos."""
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer_evaluation.facenet import FACENET_THRESHOLD, FaceNetRecognizer
     from ros_anonymizer_evaluation.judges import NaturalnessJudges
@@ -227,6 +255,15 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             c["centerface_found"].append(face_still_found(reference(out), ref_box))
         if track_frames > 1:
             _add_track(attacks.values(), person, rgb, methods, track_frames, rng, runtime_detector, anonymize)
+        for k, photo in enumerate((further or {}).get(person, ()), 2):
+            photo_rgb = read_image(photo)
+            described = dlib.recognizer.describe(photo_rgb)
+            if described is None:
+                continue
+            dlib.further_raw[f"{person}:{k}"] = described.embedding
+            photo_faces = runtime_detector(photo_rgb)
+            for name, (config, learned) in methods.items():
+                dlib.further[name][f"{person}:{k}"] = dlib.recognizer.embed_at(anonymize(photo_rgb, photo_faces, config, learned), described)
     results = {}
     for name, c in counts.items():
         n = len(c["distance"])
@@ -423,6 +460,12 @@ def print_table(results: dict) -> None:
                   f" {r.get('track_shortlist', nan):10.1%}  {r.get('facenet_track_matched', nan):19.1%}"
                   f" [{r.get('facenet_track_matched_others', nan):5.1%}] {r.get('facenet_track_rank1', nan):7.1%}"
                   f" {r.get('facenet_track_shortlist', nan):10.1%}")
+    further = {name: r for name, r in results.items() if "further_photos" in r}
+    if further:
+        print("\nfurther photos of the same people (dlib; each one more probe against the same galleries)")
+        print(f"{'method':42s} photos  re-id(located)  rank-1  parrot rank-1")
+        for name, r in further.items():
+            print(f"{name:42s} {r['further_photos']:6d} {r['further_matched']:15.1%} {r['further_rank1']:7.1%} {r['further_parrot_rank1']:14.1%}")
 
 
 def main(argv=None) -> int:
@@ -439,6 +482,9 @@ def main(argv=None) -> int:
                         "over the face's own NxN low-pass copy (a perfect M with NxN input; the bundled M's is 4), and a stranger's whole crop")
     parser.add_argument("--lookalike-detail", type=float, nargs="+", default=[1.0], metavar="SCALE",
                         help="with --lookalike, paint the stranger's detail at each of these strengths (0: the bare copy, 1: a real face)")
+    parser.add_argument("--further-photos", action="store_true",
+                        help="also attack each person's further photos (beyond probe and gallery) with dlib: several times more probes, "
+                             "to tell apart models that differ by a few people")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--with-results", type=Path, nargs="*", default=[],
                         help="figures of other methods from earlier --json runs on the same people, shown and charted alongside")
@@ -475,7 +521,8 @@ def main(argv=None) -> int:
                             args.lookalike, cfg, args.lookalike_detail)
     methods = {name: m for name, m in methods.items() if name not in earlier or name == "original"}  # measured already
     try:
-        measured = measure(methods, people, samples, args.grid_people, args.track_frames)
+        measured = measure(methods, people, samples, args.grid_people, args.track_frames,
+                           further_photos(cfg, people) if args.further_photos else None)
     except UserError as e:  # a judge that cannot load says what to install
         raise SystemExit(f"privacy_check: {e}") from None
     for r in measured.values():
