@@ -8,6 +8,7 @@ The run ends with how many tests were skipped, and why.
 from __future__ import annotations
 
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,13 @@ from ros_anonymizer.media import read_image, read_video
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ROS_ANONYMIZER_DATA", REPO.parent / "shared" / "data"))
+
+
+# A suite started in the background by a shell without job control (`nohup make test &`) inherits SIGINT
+# ignored, and so would the commands the tests stop with SIGINT, as Ctrl-C or ros2 launch does: an ignored
+# interrupt let `bag anonymize` finish and `bag play --loop` run on. The children get the default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def require_data(*parts: str) -> Path:
