@@ -71,20 +71,18 @@ FURTHER = ("further_matched", "further_rank1", "further_parrot_rank1")  # the at
 SWEEP = ("blur:0.05", "blur:0.1", "blur:0.2", "mosaic:16", "mosaic:10", "mosaic:6", "noise:40", "noise:80", "noise:160", "mask")
 
 
-def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
-    """(probe, gallery image) of up to `count` hold-out people with 2+ images, in a seeded order."""
+def holdout_photos(cfg: TrainConfig, count: int) -> list[list[Path]]:
+    """All photos of up to `count` hold-out people with 2+ images, in a seeded order: probe, gallery, then the further ones."""
     _, holdout = split_identities(scan_identities(cfg.faces_root), cfg)
     people = sorted(n for n, paths in holdout.items() if len(paths) >= 2)
     random.Random(cfg.split_seed).shuffle(people)
     root = Path(cfg.faces_root)
-    return [(root / holdout[n][0], root / holdout[n][1]) for n in people[:count]]
+    return [[root / p for p in holdout[n]] for n in people[:count]]
 
 
-def further_photos(cfg: TrainConfig, people: list[tuple[Path, Path]]) -> dict[int, list[Path]]:
-    """Each person's photos after the probe and gallery ones (person index -> paths): more probes of the same people."""
-    _, holdout = split_identities(scan_identities(cfg.faces_root), cfg)
-    root = Path(cfg.faces_root)
-    return {i: [root / p for p in holdout[probe.parent.name][2:]] for i, (probe, _) in enumerate(people)}
+def holdout_people(cfg: TrainConfig, count: int) -> list[tuple[Path, Path]]:
+    """(probe, gallery image) of up to `count` hold-out people with 2+ images, in a seeded order."""
+    return [(photos[0], photos[1]) for photos in holdout_photos(cfg, count)]
 
 
 def track_frame(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -135,34 +133,36 @@ class Attack:
             out.update(track_matched=track["reidentified"], track_rank1=track["rank1"], track_shortlist=track["shortlist"],
                        track_impostor_match=track["impostor_match"], track_matched_others=track["published_matches_others"])
         if self.further[name]:
-            leaks, photos = self.leaks(name), len(self.further[name])
-            out.update(further_photos=photos, **{key: len(leaks[key]) / photos for key in FURTHER})
+            photos = len(self.further[name])
+            out.update(further_photos=photos, **{key: len(found) / photos for key, found in self.further_leaks(name).items()})
         return out
+
+    def near(self, published: dict, raw: dict) -> list:
+        """The keys whose anonymized embedding lies within the threshold of their original's: the located attack."""
+        return [p for p in published if np.linalg.norm(np.asarray(published[p], np.float64) - raw[p]) < self.threshold]
+
+    def further_leaks(self, name: str) -> dict:
+        """Per attack on the further photos (FURTHER), the photos it finds ('person:k')."""
+        photos = self.further[name]
+        found = (self.near(photos, self.further_raw), _found_photos(photos, self.gallery), _found_photos(photos, self.parrot[name]))
+        return dict(zip(FURTHER, found))
 
     def leaks(self, name: str) -> dict:
         """Per attack, the people it finds (person indices): what a shipping decision compares person by person."""
-        near = lambda published, raw: [p for p in published if np.linalg.norm(np.asarray(published[p], np.float64) - raw[p]) < self.threshold]
-        out = {"matched": near(self.published[name], self.raw), "rank1": _found(self.published[name], self.gallery),
+        out = {"matched": self.near(self.published[name], self.raw), "rank1": _found(self.published[name], self.gallery),
                "shortlist": _found(self.published[name], self.gallery, shortlist_size(len(self.gallery))),
                "parrot_rank1": _found(self.published[name], self.parrot[name])}
         if self.track_published[name]:
-            out.update(track_matched=near(self.track_published[name], self.track_raw),
+            out.update(track_matched=self.near(self.track_published[name], self.track_raw),
                        track_rank1=_found(self.track_published[name], self.track_raw))
-        if self.further[name]:  # the photos found ('person:k')
-            out.update(further_matched=near(self.further[name], self.further_raw),
-                       further_rank1=_found_photos(self.further[name], self.gallery),
-                       further_parrot_rank1=_found_photos(self.further[name], self.parrot[name]))
+        if self.further[name]:
+            out.update(self.further_leaks(name))
         return out
 
 
 def _found_photos(photos: dict, gallery: dict) -> list:
-    """The photos ('person:k' -> embedding) whose nearest gallery face is their person's: rank-1, photo by photo."""
-    owners = list(gallery)
-    if len(owners) < 2:
-        return []
-    faces = np.array([gallery[p] for p in owners]).reshape(len(owners), -1)
-    return [key for key, embedding in photos.items()
-            if owners[int(np.argmin(np.linalg.norm(faces - embedding, axis=1)))] == int(key.split(":")[0])]
+    """The photos ('person:k' -> embedding) whose person's gallery face is the nearest: `_found`'s rank-1, photo by photo."""
+    return [key for key, embedding in photos.items() if _found({int(key.split(":")[0]): embedding}, gallery)]
 
 
 def _ranked(probes: dict, gallery: dict) -> tuple[list, np.ndarray, list]:
@@ -193,7 +193,7 @@ def _found(probes: dict, gallery: dict, within: int = 1) -> list:
 def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None = None, sample_people: int = 0,
             track_frames: int = 1, further: dict[int, list[Path]] | None = None) -> dict:
     """Figures per method; with `samples`, also each method's output around the face for the first `sample_people` people;
-    with `further` (further_photos), dlib's one-frame and rank-1 attacks also on each person's further photos."""
+    with `further` (person index -> their further photos), dlib's one-frame and rank-1 attacks also on those."""
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer_evaluation.facenet import FACENET_THRESHOLD, FaceNetRecognizer
     from ros_anonymizer_evaluation.judges import NaturalnessJudges
@@ -504,7 +504,8 @@ def main(argv=None) -> int:
         raise SystemExit("privacy_check: --lookalike-detail takes strengths between 0 and 2 (1: a real stranger's detail).")
     cfg = TrainConfig.load(args.config)
     baselines = list(dict.fromkeys(args.baselines + (list(SWEEP) if args.sweep else [])))
-    people = holdout_people(cfg, args.people)
+    photos = holdout_photos(cfg, args.people)
+    people = [(p[0], p[1]) for p in photos]
     earlier = {}
     for path in args.with_results:
         for name, r in json.loads(path.read_text()).items():
@@ -522,7 +523,7 @@ def main(argv=None) -> int:
     methods = {name: m for name, m in methods.items() if name not in earlier or name == "original"}  # measured already
     try:
         measured = measure(methods, people, samples, args.grid_people, args.track_frames,
-                           further_photos(cfg, people) if args.further_photos else None)
+                           {i: p[2:] for i, p in enumerate(photos)} if args.further_photos else None)
     except UserError as e:  # a judge that cannot load says what to install
         raise SystemExit(f"privacy_check: {e}") from None
     for r in measured.values():

@@ -177,7 +177,8 @@ class LowPassAnonymizer(nn.Module):
         roll; the height and size are TURN_HEIGHT and TURN_SIZE for everyone.
         """
         cx, cy, a, b, yaw = LowPassAnonymizer.pose_fit(landmarks)
-        qx, qy = (landmarks.new_tensor(TEMPLATE_CENTRED)[:, i] for i in (0, 1))
+        q = landmarks.new_tensor(TEMPLATE_CENTRED)
+        qx, qy = q[:, 0], q[:, 1]
         shifted_x = qx + yaw * landmarks.new_tensor(YAW_WEIGHTS)
         if not proportions:
             size = torch.sqrt(a * a + b * b) + 1e-6
