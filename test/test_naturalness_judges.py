@@ -1,4 +1,4 @@
-"""The independent naturalness judges (dlib HOG/CNN, MTCNN, 68-point landmarks) and the video figures (flicker, track re-id)."""
+"""The independent naturalness judges (dlib HOG/CNN, MTCNN, BlazeFace, 68-point landmarks) and the video figures (flicker, track re-id)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 
 from conftest import require_data
 from ros_anonymizer.media import read_image
+from ros_anonymizer_evaluation.mediapipe_judges import BlazeFace, anchors
 from ros_anonymizer_evaluation.judges import MIRROR_68, NaturalnessJudges, normalised_displacement
 from ros_anonymizer_evaluation.recognizer import FaceRecognizer
 from ros_anonymizer_evaluation.temporal import TemporalMeter
@@ -25,16 +26,53 @@ def face():
 
 def test_a_real_face_is_a_face_and_a_grey_square_is_none(judges, face):
     rgb, box = face
-    landmarks = judges.landmarks(rgb, box)
-    same = judges.judge(rgb, box, landmarks)
-    assert same.hog_found and same.cnn_found and same.mtcnn_found and same.displacement == 0.0
+    points = judges.points(rgb, box)
+    same = judges.judge(rgb, box, points)
+    assert same.hog_found and same.cnn_found and same.mtcnn_found and same.blazeface_found and same.mesh_found
+    assert same.displacement == same.mesh_displacement == 0.0
     grey = rgb.copy()
     x1, y1, x2, y2 = box.astype(int)
     grey[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
-    verdict = judges.judge(grey, box, landmarks)
-    assert not verdict.hog_found and not verdict.cnn_found and not verdict.mtcnn_found
+    verdict = judges.judge(grey, box, points)
+    assert not (verdict.hog_found or verdict.cnn_found or verdict.mtcnn_found or verdict.blazeface_found or verdict.mesh_found)
     noise = judges.landmark_noise(rgb, box)
     assert 0.0 < noise < 0.05 < verdict.displacement  # the predictor's own noise is small; a face that is gone moves the points
+    assert 0.0 < judges.mesh_noise(rgb, box) < 0.05 < verdict.mesh_displacement  # the mesh's too
+
+
+def test_the_mesh_follows_a_mouth_that_moves(judges, face):
+    """Expression, not only pose: the face below the mouth pulled down 10 px opens the mesh's mouth and leaves its eyes."""
+    rgb, box = face
+    x1, y1, x2, y2 = box.astype(int)
+    mouth_line = y1 + int(0.7 * (y2 - y1))
+    moved = rgb.copy()
+    moved[mouth_line + 10:y2 + 20, x1:x2] = rgb[mouth_line:y2 + 10, x1:x2]
+    before, after = judges.mesh(rgb, box)[0], judges.mesh(moved, box)[0]
+    upper_lip, lower_lip, eyes = 13, 14, [33, 263, 133, 362]  # inner lip centres, eye corners (the 468-point scheme)
+    opening = lambda points: points[lower_lip, 1] - points[upper_lip, 1]
+    assert opening(after) - opening(before) > 2.0
+    assert np.abs(after[eyes] - before[eyes]).max() < 1.0
+
+
+@pytest.mark.parametrize("model", ["short", "full"])
+def test_blazeface_boxes_the_face_where_it_is_in_a_wide_frame(model, face):
+    """Letterboxing undone: the face moved right in a frame twice as wide is boxed where it now is, about dlib's size."""
+    rgb, box = face
+    wide = np.zeros((rgb.shape[0], 2 * rgb.shape[1], 3), np.uint8)
+    wide[:, rgb.shape[1]:] = rgb
+    found = BlazeFace(model).boxes(wide)
+    moved = box + np.array([rgb.shape[1], 0, rgb.shape[1], 0], np.float32)
+    centres = (found[:, :2] + found[:, 2:]) / 2
+    nearest = found[np.argmin(np.linalg.norm(centres - (moved[:2] + moved[2:]) / 2, axis=1))]
+    assert np.abs((nearest[:2] + nearest[2:]) / 2 - (moved[:2] + moved[2:]) / 2).max() < 0.15 * (box[2] - box[0])
+    assert 0.7 < (nearest[2] - nearest[0]) / (box[2] - box[0]) < 1.6
+
+
+def test_blazeface_anchor_grids_are_mediapipes():
+    """896 anchors for the short-range model (16x16 x2 at stride 8, 8x8 x6 at 16), 2,304 for full range (48x48)."""
+    short, full = anchors(128, (8, 16, 16, 16), 2), anchors(192, (4,), 1)
+    assert short.shape == (896, 2) and full.shape == (2304, 2)
+    assert np.allclose(short[:2], 0.5 / 16) and np.allclose(short[512:518], 0.5 / 8) and np.allclose(full[-1], 1 - 0.5 / 48)
 
 
 def test_mirror_table_is_a_pairing_and_displacement_is_scale_free():

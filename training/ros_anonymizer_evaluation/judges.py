@@ -7,12 +7,17 @@ face-recognition-models wheel) and are never imported by the trainer:
 - dlib's HOG + linear SVM frontal face detector;
 - dlib's CNN face detector (max-margin object detection, MMOD);
 - MTCNN, a third detector from another lineage (ros_anonymizer_evaluation.facenet);
+- BlazeFace, MediaPipe's on-device detector, a fourth (ros_anonymizer_evaluation.mediapipe_judges);
 - dlib's 68-point shape predictor, for how far the output's landmarks
   (eyes, brows, nose, mouth, jaw) moved from the original's: pose and
   expression kept or not. The displacement is the mean point distance over
   the inter-ocular distance (outer eye corners), as face-alignment papers
   report it; the predictor's own noise is measured on the original and its
-  mirror image, so "small" has a yardstick.
+  mirror image, so "small" has a yardstick;
+- MediaPipe's 468-point face mesh, the same way in the same region (a second
+  landmark judge, lips and eyelids included), and its own face score there;
+  its yardstick is how far its points move on the original when the region
+  moves by 2% of its side (no mirror table exists for the mesh here).
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .facenet import Mtcnn
+from .mediapipe_judges import MESH_EYE_CORNERS, BlazeFace, FaceMesh
 from .recognizer import found_at, import_dlib, model_file
 
 # The 68-point scheme's mirror image: point i of a flipped face is point MIRROR_68[i] of the face.
@@ -28,6 +34,14 @@ MIRROR_68 = np.array(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28
                      + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
                      + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65])
 OUTER_EYE_CORNERS = (36, 45)
+MESH_NOISE_SHIFT = 0.02  # of the mesh region's side: the yardstick move for the mesh's own noise
+
+
+@dataclass(frozen=True)
+class OriginalPoints:
+    """What the landmark judges read on the original face, once per face."""
+    landmarks: np.ndarray  # (68, 2) dlib's points in the face box
+    mesh: np.ndarray  # (468, 2) MediaPipe's points in the region around the face box
 
 
 @dataclass(frozen=True)
@@ -35,11 +49,14 @@ class Verdict:
     hog_found: bool  # dlib's HOG detector finds a face overlapping the original face
     cnn_found: bool  # dlib's CNN (MMOD) detector does
     mtcnn_found: bool  # MTCNN does
+    blazeface_found: bool  # BlazeFace (MediaPipe's short-range model) does
+    mesh_found: bool  # MediaPipe's face mesh, in the region around the original face box, scores a face there (>= 0.5)
     displacement: float  # mean 68-point landmark distance from the original's, over the inter-ocular distance
+    mesh_displacement: float  # the same for the 468-point mesh
 
 
 class NaturalnessJudges:
-    """dlib's HOG and CNN face detectors, MTCNN, and dlib's 68-point landmarks, at fixed settings (upsample 0: LFW-sized faces)."""
+    """dlib's HOG and CNN detectors, MTCNN, BlazeFace, dlib's 68 points and MediaPipe's mesh, at fixed settings (upsample 0: LFW-sized faces)."""
 
     def __init__(self, upsample: int = 0, mtcnn: Mtcnn | None = None):
         dlib = import_dlib("the naturalness judges need")
@@ -49,6 +66,8 @@ class NaturalnessJudges:
         self._cnn = dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
         self._shape = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
         self.mtcnn = mtcnn or Mtcnn()
+        self.blazeface = BlazeFace()
+        self.mesh = FaceMesh()
 
     def hog(self, rgb: np.ndarray) -> np.ndarray:
         return _boxes(self._hog(np.ascontiguousarray(rgb), self.upsample))
@@ -62,6 +81,9 @@ class NaturalnessJudges:
         shape = self._shape(np.ascontiguousarray(rgb), rect)
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
+    def points(self, rgb: np.ndarray, box: np.ndarray) -> OriginalPoints:
+        return OriginalPoints(self.landmarks(rgb, box), self.mesh(rgb, box)[0])
+
     def landmark_noise(self, rgb: np.ndarray, box: np.ndarray) -> float:
         """The predictor's own disagreement with itself: landmarks of the mirrored image, mirrored back, against the image's."""
         width = rgb.shape[1]
@@ -70,15 +92,22 @@ class NaturalnessJudges:
         mirrored[:, 0] = width - 1 - mirrored[:, 0]
         return normalised_displacement(self.landmarks(rgb, box), mirrored)
 
-    def judge(self, output: np.ndarray, box: np.ndarray, original_landmarks: np.ndarray) -> Verdict:
-        """What the judges say of `output`, where the original face was at `box` with `original_landmarks`."""
+    def mesh_noise(self, rgb: np.ndarray, box: np.ndarray) -> float:
+        """The mesh's own dependence on where it looks: its points on the original with the region moved by 2% of its side."""
+        return normalised_displacement(self.mesh(rgb, box)[0], self.mesh(rgb, box, MESH_NOISE_SHIFT)[0], MESH_EYE_CORNERS)
+
+    def judge(self, output: np.ndarray, box: np.ndarray, original: OriginalPoints) -> Verdict:
+        """What the judges say of `output`, where the original face was at `box` and read as `original`."""
+        mesh, mesh_score = self.mesh(output, box)
         return Verdict(found_at(self.hog(output), box), found_at(self.cnn(output), box), found_at(self.mtcnn.boxes(output), box),
-                       normalised_displacement(original_landmarks, self.landmarks(output, box)))
+                       found_at(self.blazeface.boxes(output), box), mesh_score >= 0.5,
+                       normalised_displacement(original.landmarks, self.landmarks(output, box)),
+                       normalised_displacement(original.mesh, mesh, MESH_EYE_CORNERS))
 
 
-def normalised_displacement(reference: np.ndarray, points: np.ndarray) -> float:
+def normalised_displacement(reference: np.ndarray, points: np.ndarray, eye_corners: tuple[int, int] = OUTER_EYE_CORNERS) -> float:
     """Mean point-to-point distance over the reference's inter-ocular (outer eye corner) distance."""
-    left, right = OUTER_EYE_CORNERS
+    left, right = eye_corners
     interocular = max(float(np.linalg.norm(reference[left] - reference[right])), 1.0)
     return float(np.linalg.norm(points - reference, axis=1).mean() / interocular)
 

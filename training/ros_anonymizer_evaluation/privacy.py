@@ -231,7 +231,7 @@ class LfwStudy:
             located_left -= locate
             tasks.append(ProbeTask(ref.key, image_path(self.root, ref), original, index < samples, locate))
         found_by_dlib, located, kept, dropped = {}, {}, [], 0
-        still_found, ssim_face, ssim_rest, judged, noise = [], [], [], [], []
+        still_found, ssim_face, ssim_rest, judged, noise, mesh_noise = [], [], [], [], [], []
         for task, result in zip(tasks, self.progress(self.workers.measure(method, tasks), desc=method.label,
                                                      total=len(tasks), leave=False)):
             if task.keep_image:
@@ -249,6 +249,7 @@ class LfwStudy:
             if result.judged is not None:
                 judged.append(result.judged)
                 noise.append(result.landmark_noise)
+                mesh_noise.append(result.mesh_noise)
         metrics = self._privacy(found_by_dlib, self.pairs)
         metrics["located_attack"] = self._located(located)
         if self.trained_people:
@@ -258,13 +259,18 @@ class LfwStudy:
             metrics["unseen_people"]["located_attack"] = self._located({k: v for k, v in located.items() if unseen(k)})
         metrics["dropped_images"] = int(dropped)
         displacement = [v.displacement for v in judged if np.isfinite(v.displacement)]
+        mesh_displacement = [v.mesh_displacement for v in judged if np.isfinite(v.mesh_displacement)]
         metrics["naturalness"] = {
             "judged_faces": len(judged),  # the located probes: dlib's detectors and landmarks, which no training term uses
             "dlib_cnn_found": _mean([v.cnn_found for v in judged]),
             "dlib_hog_found": _mean([v.hog_found for v in judged]),
             "mtcnn_found": _mean([v.mtcnn_found for v in judged]),
+            "blazeface_found": _mean([v.blazeface_found for v in judged]),
+            "mesh_found": _mean([v.mesh_found for v in judged]),
             "landmark_displacement": float(np.median(displacement)) if displacement else float("nan"),
             "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
+            "mesh_displacement": float(np.median(mesh_displacement)) if mesh_displacement else float("nan"),
+            "mesh_noise_original": float(np.median(mesh_noise)) if mesh_noise else float("nan"),
             "images": len(still_found),
             "face_still_found": _mean(still_found),  # CenterFace: the runtime's and the trainer's detector, not independent
             "ssim_face": _mean(ssim_face),

@@ -48,7 +48,9 @@ def headline_rows(report: dict) -> list[list[str]]:
             _pct(_get(row, "privacy", "naturalness", "dlib_cnn_found")),
             _pct(_get(row, "privacy", "naturalness", "dlib_hog_found")),
             _pct(_get(row, "privacy", "naturalness", "mtcnn_found")),
+            _pct(_get(row, "privacy", "naturalness", "blazeface_found")),
             _num(_get(row, "privacy", "naturalness", "landmark_displacement"), 3),
+            _num(_get(row, "privacy", "naturalness", "mesh_displacement"), 3),
             _num(_get(row, "clips", "video", "flicker_ratio")),
             _pct(_get(row, "clips", "video", "track_reidentification")),
             _track_rank1(row),
@@ -71,7 +73,7 @@ def _fps(median_ms: float) -> str:
 
 
 HEADERS = ["method", "re-id", "re-id located", "dlib no face", "verification", "rank-1", "dlib CNN finds a face",
-           "dlib HOG finds a face", "MTCNN finds a face", "landmark displacement", "video flicker", "track re-id", "track rank-1 (chance)", "CenterFace finds a face (training detector)",
+           "dlib HOG finds a face", "MTCNN finds a face", "BlazeFace finds a face", "landmark displacement", "mesh displacement", "video flicker", "track re-id", "track rank-1 (chance)", "CenterFace finds a face (training detector)",
            "SSIM face", "SSIM outside", "frame-mAP", "person AP", "agreement F1", "leaked frames (no persistence)", "frames/s (median)"]
 
 
@@ -92,12 +94,16 @@ def markdown(report: dict) -> str:
               "- re-id located: the same, with the face embedded where (and as) it was in the original, whether or not dlib detects it.",
               "- verification: LFW pairs with one image anonymized, dlib threshold 0.6 (50% is chance).",
               "- rank-1: nearest original in the gallery of all other pair images is the same person.",
-              "- dlib CNN / HOG / MTCNN finds a face: dlib's MMOD CNN and HOG face detectors and MTCNN, which no training term "
+              "- dlib CNN / HOG / MTCNN / BlazeFace finds a face: dlib's MMOD CNN and HOG face detectors, MTCNN and MediaPipe's "
+              "BlazeFace, which no training term "
               "uses, find a face overlapping the original's (on the located probes).",
               "- landmark displacement: median over the located probes of the mean distance between dlib's 68 landmarks on the "
               "output and on the original, over the inter-ocular distance"
               + (f" (the predictor's own noise on the originals, mirror image against image: "
                  f"{_num(_noise(report), 3)}; a grey square scores about 0.15)." if not math.isnan(_noise(report)) else "."),
+              "- mesh displacement: the same for MediaPipe's 468-point face mesh in the region around the original face"
+              + (f" (its own noise on the originals, the region moved by 2%: {_num(_noise(report, 'mesh_noise_original'), 3)})."
+                 if not math.isnan(_noise(report, "mesh_noise_original")) else "."),
               "- video flicker: mean change of the anonymized face region between consecutive frames over the raw frames' change "
               "(1 = as steady as the video); track re-id: share of face tracks whose averaged anonymized face dlib matches to the "
               "averaged raw face (distance < 0.6); track rank-1: share of tracks whose averaged anonymized face is nearest their own "
@@ -140,9 +146,9 @@ def _impostor_note(report: dict) -> str:
             "near that share says the footage's faces look alike to dlib, not that identity leaks")
 
 
-def _noise(report: dict) -> float:
-    values = [_get(row, "privacy", "naturalness", "landmark_noise_original") for row in report["methods"]]
-    values = [v for v in values if not math.isnan(v)]
+def _noise(report: dict, key: str = "landmark_noise_original") -> float:
+    values = [_get(row, "privacy", "naturalness", key) for row in report["methods"]]
+    values = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.median(values)) if values else float("nan")
 
 

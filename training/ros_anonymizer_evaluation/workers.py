@@ -49,8 +49,9 @@ class ProbeResult:
     located: np.ndarray | None  # embedding at the original's landmarks; None: not asked
     still_found: bool | None  # CenterFace still finds the face; None: no reference face on the original
     ssim: tuple[float, float] | None  # (inside, outside) the reference box; None: no reference face or no output
-    judged: Verdict | None = None  # dlib's HOG/CNN detectors and 68-point landmarks on the output; None: not asked
+    judged: Verdict | None = None  # the independent detectors and landmark judges on the output; None: not asked
     landmark_noise: float | None = None  # the 68-point predictor's own noise on the original (mirror image against image)
+    mesh_noise: float | None = None  # the face mesh's own noise on the original (region moved by 2%)
 
 
 def content_key(path: Path) -> str:
@@ -133,7 +134,7 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector,
     image = method(rgb).image
     unchanged = image is not None and np.array_equal(image, rgb)
     original = task.original
-    found = located = still_found = ssim = judged = noise = None
+    found = located = still_found = ssim = judged = noise = mesh_noise = None
     if original.face is not None:
         if unchanged:
             found = original.face.embedding
@@ -143,11 +144,12 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector,
         if task.locate:
             located = (original.face.embedding if unchanged else NO_FACE if image is None else
                        recognizer.embed_at(image, original.face))
-            landmarks = judges.landmarks(rgb, original.face.box)
-            noise = judges.landmark_noise(rgb, original.face.box)
-            judged = Verdict(False, False, False, float("nan")) if image is None else judges.judge(image, original.face.box, landmarks)
+            noise, mesh_noise = judges.landmark_noise(rgb, original.face.box), judges.mesh_noise(rgb, original.face.box)
+            judged = (Verdict(False, False, False, False, False, float("nan"), float("nan")) if image is None
+                      else judges.judge(image, original.face.box, judges.points(rgb, original.face.box)))
     if original.reference_box is not None:
         still_found = image is not None and face_still_found(detector(image), original.reference_box)
         if image is not None:
             ssim = ssim_inside_outside(rgb, image, original.reference_box)
-    return ProbeResult(task.key, image if task.keep_image else None, image is None, found, located, still_found, ssim, judged, noise)
+    return ProbeResult(task.key, image if task.keep_image else None, image is None, found, located, still_found, ssim, judged, noise,
+                       mesh_noise)

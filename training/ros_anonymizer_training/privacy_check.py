@@ -29,10 +29,11 @@ face and the runtime's filter anonymizes the frame, then:
   MTCNN; ros_anonymizer_evaluation.facenet): the same located attacks,
   under FaceNet's threshold of 1.0;
 - naturalness, judges no training term uses (ros_anonymizer_evaluation.judges):
-  dlib's HOG and CNN face detectors and MTCNN find a face overlapping the original's,
-  and the 68-point landmarks on the output move little from the original's
-  (mean distance over the inter-ocular distance; the original's own noise,
-  mirror image against image, is printed beside it);
+  dlib's HOG and CNN face detectors, MTCNN and MediaPipe's BlazeFace find a
+  face overlapping the original's, and dlib's 68 points and MediaPipe's
+  468-point mesh on the output move little from the original's (mean
+  distance over the inter-ocular distance; each judge's own noise on the
+  original is printed beside it), the mesh scoring a face where it was;
 - CenterFace, the TRAINING detector (the edge trainer's landmark term uses
   it): still finds a face; not an independent figure;
 - with --track-frames K, the track attack: each probe becomes K frames of a
@@ -213,9 +214,10 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     dlib = Attack(FaceRecognizer(), DISTANCE_THRESHOLD, False, methods)
     facenet = Attack(FaceNetRecognizer(judges.mtcnn), FACENET_THRESHOLD, True, methods)
     attacks = {"": dlib, "facenet_": facenet}  # the figures' key prefixes
-    keys = ("matched_dlib_detector", "hog_found", "cnn_found", "mtcnn_found", "centerface_found", "displacement", "distance")
+    keys = ("matched_dlib_detector", "hog_found", "cnn_found", "mtcnn_found", "blazeface_found", "mesh_found", "centerface_found", "displacement",
+            "mesh_displacement", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
-    noise = []
+    noise, mesh_noise = [], []
     rng = np.random.default_rng(0)
     for person, (path, gallery_path) in enumerate(tqdm(people, desc="privacy check", unit="person")):
         rgb, gallery_rgb = read_image(path), read_image(gallery_path)
@@ -227,8 +229,9 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
         ref_box = main_face(reference(rgb), rgb.shape)
         if original is None or ref_box is None:
             continue
-        landmarks = judges.landmarks(rgb, original.box)
+        points = judges.points(rgb, original.box)
         noise.append(judges.landmark_noise(rgb, original.box))
+        mesh_noise.append(judges.mesh_noise(rgb, original.box))
         for attack, (probe, _) in faces.items():
             if probe is not None:
                 attack.raw[person] = probe.embedding
@@ -247,11 +250,14 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             c["distance"].append(float(np.linalg.norm(dlib.published[name][person] - original.embedding)))
             found = dlib.recognizer.describe(out, near=original.box)
             c["matched_dlib_detector"].append(found is not None and np.linalg.norm(found.embedding - original.embedding) < DISTANCE_THRESHOLD)
-            verdict = judges.judge(out, original.box, landmarks)
+            verdict = judges.judge(out, original.box, points)
             c["hog_found"].append(verdict.hog_found)
             c["cnn_found"].append(verdict.cnn_found)
             c["mtcnn_found"].append(verdict.mtcnn_found)
+            c["blazeface_found"].append(verdict.blazeface_found)
+            c["mesh_found"].append(verdict.mesh_found)
             c["displacement"].append(verdict.displacement)
+            c["mesh_displacement"].append(verdict.mesh_displacement)
             c["centerface_found"].append(face_still_found(reference(out), ref_box))
         if track_frames > 1:
             _add_track(attacks.values(), person, rgb, methods, track_frames, rng, runtime_detector, anonymize)
@@ -270,8 +276,11 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
         mean = lambda k: float(np.mean(c[k])) if c[k] else float("nan")
         results[name] = {"faces": n, "matched_dlib_detector": mean("matched_dlib_detector"), "rank1_chance": 1 / max(len(dlib.gallery), 1),
                          "hog_found": mean("hog_found"), "cnn_found": mean("cnn_found"), "mtcnn_found": mean("mtcnn_found"),
+                         "blazeface_found": mean("blazeface_found"), "mesh_found": mean("mesh_found"),
                          "landmark_displacement": float(np.median(c["displacement"])) if n else float("nan"),
                          "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
+                         "mesh_displacement": float(np.median(c["mesh_displacement"])) if n else float("nan"),
+                         "mesh_noise_original": float(np.median(mesh_noise)) if mesh_noise else float("nan"),
                          "centerface_found_training_detector": mean("centerface_found"),
                          "median_distance": float(np.median(c["distance"])) if n else float("nan"),
                          "facenet_faces": len(facenet.published[name]), "facenet_rank1_chance": 1 / max(len(facenet.gallery), 1)}
@@ -434,12 +443,14 @@ def print_table(results: dict) -> None:
     """The figures as three tables: dlib's attacks with the naturalness judges, FaceNet's attacks, and the track attacks."""
     nan = float("nan")
     print(f"{'method':42s} faces  re-id(located) [others] re-id(dlib finds) rank-1 (chance) shortlist median rank parrot rank-1"
-          f"  HOG found  CNN found  MTCNN found  landmarks (noise)  CenterFace [training detector]")
+          f"  HOG found  CNN found  MTCNN found  BlazeFace found  mesh found  landmarks (noise)  mesh (noise)"
+          f"  CenterFace [training detector]")
     for name, r in results.items():  # earlier --json runs may predate a figure: shown as nan
         print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} [{r.get('matched_others', nan):5.1%}] {r['matched_dlib_detector']:16.1%}"
               f" {r['rank1']:6.1%} ({r['rank1_chance']:.1%}) {r.get('shortlist', nan):9.1%} {r.get('median_rank', nan):11.2f}"
-              f" {r.get('parrot_rank1', nan):13.1%}  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r.get('mtcnn_found', nan):11.1%}"
-              f"  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})  {r['centerface_found_training_detector']:9.1%}")
+              f" {r.get('parrot_rank1', nan):13.1%}  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r.get('mtcnn_found', nan):11.1%}  {r.get('blazeface_found', nan):15.1%}"
+              f"  {r.get('mesh_found', nan):10.1%}  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})"
+              f"  {r.get('mesh_displacement', nan):5.3f} ({r.get('mesh_noise_original', nan):.3f})  {r['centerface_found_training_detector']:9.1%}")
     print("(shortlist: the own gallery photo among the nearest tenth, chance about 10%; median rank: share of the gallery "
           "nearer than it, chance 0.50)")
     facenet = {name: r for name, r in results.items() if "facenet_matched" in r}
