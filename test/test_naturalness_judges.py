@@ -6,8 +6,8 @@ import pytest
 
 from conftest import require_data
 from ros_anonymizer.media import read_image
-from ros_anonymizer_evaluation.mediapipe_judges import BlazeFace, anchors
-from ros_anonymizer_evaluation.judges import MIRROR_68, NaturalnessJudges, normalised_displacement
+from ros_anonymizer_evaluation.mediapipe_judges import BlazeFace, anchors, pose_expression
+from ros_anonymizer_evaluation.judges import MIRROR_68, NaturalnessJudges, normalised_displacement, pose_expression_kept
 from ros_anonymizer_evaluation.recognizer import FaceRecognizer
 from ros_anonymizer_evaluation.temporal import TemporalMeter
 
@@ -52,6 +52,8 @@ def test_the_mesh_follows_a_mouth_that_moves(judges, face):
     opening = lambda points: points[lower_lip, 1] - points[upper_lip, 1]
     assert opening(after) - opening(before) > 2.0
     assert np.abs(after[eyes] - before[eyes]).max() < 1.0
+    roll, yaw, pitch, mouth_open, mouth_width, eyes_open = pose_expression(after) - pose_expression(before)
+    assert mouth_open > 0.05 and max(abs(roll), abs(yaw), abs(eyes_open)) < 0.02  # read as a mouth opening, nothing else
 
 
 @pytest.mark.parametrize("model", ["short", "full"])
@@ -147,3 +149,12 @@ def test_a_generic_face_matches_its_person_no_more_than_anyone_else():
     assert generic["reidentified"] == generic["published_matches_others"] == 0.75  # 9 of the 12 (face, someone else) pairs
     own = pooled_attack(raw, raw + 0.05)
     assert own["reidentified"] == 1.0 and own["published_matches_others"] == pytest.approx(4 / 12) and own["rank1"] == 1.0
+
+
+def test_kept_is_one_for_the_same_faces_and_about_zero_for_one_generic_face():
+    rng = np.random.default_rng(0)
+    originals = [rng.normal(size=6).astype(np.float32) for _ in range(40)]
+    assert all(r == pytest.approx(1.0) for r in pose_expression_kept(originals, originals).values())
+    generic = [np.full(6, 0.5, np.float32) + rng.normal(0, 0.01, 6).astype(np.float32) for _ in range(40)]
+    assert all(abs(r) < 0.5 for r in pose_expression_kept(originals, generic).values())
+    assert all(np.isnan(r) for r in pose_expression_kept(originals[:2], originals[:2]).values())  # too few faces to say

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .facenet import Mtcnn
-from .mediapipe_judges import MESH_EYE_CORNERS, BlazeFace, FaceMesh
+from .mediapipe_judges import MESH_EYE_CORNERS, POSE_EXPRESSION, BlazeFace, FaceMesh, pose_expression
 from .recognizer import found_at, import_dlib, model_file
 
 # The 68-point scheme's mirror image: point i of a flipped face is point MIRROR_68[i] of the face.
@@ -43,6 +43,10 @@ class OriginalPoints:
     landmarks: np.ndarray  # (68, 2) dlib's points in the face box
     mesh: np.ndarray  # (468, 2) MediaPipe's points in the region around the face box
 
+    @property
+    def pose_expression(self) -> np.ndarray:
+        return pose_expression(self.mesh)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -53,6 +57,7 @@ class Verdict:
     mesh_found: bool  # MediaPipe's face mesh, in the region around the original face box, scores a face there (>= 0.5)
     displacement: float  # mean 68-point landmark distance from the original's, over the inter-ocular distance
     mesh_displacement: float  # the same for the 468-point mesh
+    pose_expression: np.ndarray  # the output's head turn and expression read off the mesh (mediapipe_judges.POSE_EXPRESSION)
 
 
 class NaturalnessJudges:
@@ -102,7 +107,7 @@ class NaturalnessJudges:
         return Verdict(found_at(self.hog(output), box), found_at(self.cnn(output), box), found_at(self.mtcnn.boxes(output), box),
                        found_at(self.blazeface.boxes(output), box), mesh_score >= 0.5,
                        normalised_displacement(original.landmarks, self.landmarks(output, box)),
-                       normalised_displacement(original.mesh, mesh, MESH_EYE_CORNERS))
+                       normalised_displacement(original.mesh, mesh, MESH_EYE_CORNERS), pose_expression(mesh))
 
 
 def normalised_displacement(reference: np.ndarray, points: np.ndarray, eye_corners: tuple[int, int] = OUTER_EYE_CORNERS) -> float:
@@ -114,3 +119,17 @@ def normalised_displacement(reference: np.ndarray, points: np.ndarray, eye_corne
 
 def _boxes(rects) -> np.ndarray:
     return np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float32).reshape(-1, 4)
+
+
+def pose_expression_kept(originals: list[np.ndarray], outputs: list[np.ndarray]) -> dict[str, float]:
+    """How well each output keeps the original's head turn and expression: Pearson's r over the faces, per quantity.
+
+    Displacement cannot reach 0 for a good anonymizer (a new face has new
+    proportions); these can reach 1, and a generic face scores about 0.
+    """
+    if len(originals) < 3:
+        return {name: float("nan") for name in POSE_EXPRESSION}
+    a, b = np.array(originals, np.float64), np.array(outputs, np.float64)
+    finite = np.isfinite(a).all(1) & np.isfinite(b).all(1)
+    return {name: float(np.corrcoef(a[finite, i], b[finite, i])[0, 1]) if b[finite, i].std() > 0 else 0.0
+            for i, name in enumerate(POSE_EXPRESSION)}

@@ -121,3 +121,25 @@ class FaceMesh:
         points = points.reshape(-1, 3)[:, :2] / scale + np.array([left, top], np.float32)
         return points.astype(np.float32), float(_probability(score.reshape(-1))[0])
 
+
+
+# Pose and expression read off the mesh, each in the eye-aligned frame and in inter-ocular units where it is a length.
+POSE_EXPRESSION = ("roll", "yaw", "pitch", "mouth_open", "mouth_width", "eyes_open")
+_NOSE_TIP, _MOUTH_CORNERS, _INNER_LIPS = 1, (61, 291), (13, 14)
+_EYES = ((33, 133, 159, 145), (263, 362, 386, 374))  # per eye: outer corner, inner corner, upper lid, lower lid
+
+
+def pose_expression(points: np.ndarray) -> np.ndarray:
+    """The mesh's head turn (roll in radians, yaw and pitch as the nose tip's offset from the eyes' midpoint) and
+    expression (mouth opening over mouth width, mouth width, eye opening over eye width), in POSE_EXPRESSION's order."""
+    left, right = (points[MESH_EYE_CORNERS[0]], points[MESH_EYE_CORNERS[1]])
+    across = right - left
+    interocular = max(float(np.linalg.norm(across)), 1.0)
+    roll = float(np.arctan2(across[1], across[0]))
+    rotate = np.array([[np.cos(roll), np.sin(roll)], [-np.sin(roll), np.cos(roll)]], np.float32)
+    nose = rotate @ (points[_NOSE_TIP] - (left + right) / 2) / interocular
+    distance = lambda a, b: float(np.linalg.norm(points[a] - points[b]))
+    mouth_width = max(distance(*_MOUTH_CORNERS), 1.0)
+    eyes_open = np.mean([distance(upper, lower) / max(distance(outer, inner), 1.0) for outer, inner, upper, lower in _EYES])
+    return np.array([roll, nose[0], nose[1], distance(*_INNER_LIPS) / mouth_width, mouth_width / interocular, eyes_open],
+                    np.float32)

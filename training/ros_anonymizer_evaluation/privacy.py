@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import DatasetError
+from .judges import pose_expression_kept
 from .recognizer import DISTANCE_THRESHOLD, Face
 from .workers import FaceWorkers, Original, ProbeTask, content_key
 
@@ -231,7 +232,7 @@ class LfwStudy:
             located_left -= locate
             tasks.append(ProbeTask(ref.key, image_path(self.root, ref), original, index < samples, locate))
         found_by_dlib, located, kept, dropped = {}, {}, [], 0
-        still_found, ssim_face, ssim_rest, judged, noise, mesh_noise = [], [], [], [], [], []
+        still_found, ssim_face, ssim_rest, judged, noise, mesh_noise, original_pose = [], [], [], [], [], [], []
         for task, result in zip(tasks, self.progress(self.workers.measure(method, tasks), desc=method.label,
                                                      total=len(tasks), leave=False)):
             if task.keep_image:
@@ -250,6 +251,7 @@ class LfwStudy:
                 judged.append(result.judged)
                 noise.append(result.landmark_noise)
                 mesh_noise.append(result.mesh_noise)
+                original_pose.append(result.original_pose)
         metrics = self._privacy(found_by_dlib, self.pairs)
         metrics["located_attack"] = self._located(located)
         if self.trained_people:
@@ -271,6 +273,7 @@ class LfwStudy:
             "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
             "mesh_displacement": float(np.median(mesh_displacement)) if mesh_displacement else float("nan"),
             "mesh_noise_original": float(np.median(mesh_noise)) if mesh_noise else float("nan"),
+            "kept": pose_expression_kept(original_pose, [v.pose_expression for v in judged]),  # Pearson's r with the original's, read off the mesh
             "images": len(still_found),
             "face_still_found": _mean(still_found),  # CenterFace: the runtime's and the trainer's detector, not independent
             "ssim_face": _mean(ssim_face),

@@ -19,10 +19,12 @@ import numpy as np
 from ros_anonymizer.media import read_image
 
 from .judges import NaturalnessJudges, Verdict
+from .mediapipe_judges import POSE_EXPRESSION
 from .naturalness import face_still_found, main_face, reference_detector, ssim_inside_outside
 from .recognizer import Face, FaceRecognizer
 
 NO_FACE = np.full(128, np.nan, np.float32)  # the embedding of a face dlib does not find
+NO_POSE = np.full(len(POSE_EXPRESSION), np.nan, np.float32)  # the head turn and expression of no output
 
 
 @dataclass
@@ -52,6 +54,7 @@ class ProbeResult:
     judged: Verdict | None = None  # the independent detectors and landmark judges on the output; None: not asked
     landmark_noise: float | None = None  # the 68-point predictor's own noise on the original (mirror image against image)
     mesh_noise: float | None = None  # the face mesh's own noise on the original (region moved by 2%)
+    original_pose: np.ndarray | None = None  # the original's head turn and expression, read off the mesh
 
 
 def content_key(path: Path) -> str:
@@ -134,7 +137,7 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector,
     image = method(rgb).image
     unchanged = image is not None and np.array_equal(image, rgb)
     original = task.original
-    found = located = still_found = ssim = judged = noise = mesh_noise = None
+    found = located = still_found = ssim = judged = noise = mesh_noise = original_pose = None
     if original.face is not None:
         if unchanged:
             found = original.face.embedding
@@ -145,11 +148,13 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector,
             located = (original.face.embedding if unchanged else NO_FACE if image is None else
                        recognizer.embed_at(image, original.face))
             noise, mesh_noise = judges.landmark_noise(rgb, original.face.box), judges.mesh_noise(rgb, original.face.box)
-            judged = (Verdict(False, False, False, False, False, float("nan"), float("nan")) if image is None
-                      else judges.judge(image, original.face.box, judges.points(rgb, original.face.box)))
+            points = judges.points(rgb, original.face.box)
+            original_pose = points.pose_expression
+            judged = (Verdict(False, False, False, False, False, float("nan"), float("nan"), NO_POSE) if image is None
+                      else judges.judge(image, original.face.box, points))
     if original.reference_box is not None:
         still_found = image is not None and face_still_found(detector(image), original.reference_box)
         if image is not None:
             ssim = ssim_inside_outside(rgb, image, original.reference_box)
     return ProbeResult(task.key, image if task.keep_image else None, image is None, found, located, still_found, ssim, judged, noise,
-                       mesh_noise)
+                       mesh_noise, original_pose)

@@ -197,7 +197,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     with `further` (person index -> their further photos), dlib's one-frame and rank-1 attacks also on those."""
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer_evaluation.facenet import FACENET_THRESHOLD, FaceNetRecognizer
-    from ros_anonymizer_evaluation.judges import NaturalnessJudges
+    from ros_anonymizer_evaluation.judges import NaturalnessJudges, pose_expression_kept
     from ros_anonymizer_evaluation.naturalness import face_still_found, main_face, reference_detector
     from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
     from ros_anonymizer.faces import load_face_detector
@@ -215,7 +215,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     facenet = Attack(FaceNetRecognizer(judges.mtcnn), FACENET_THRESHOLD, True, methods)
     attacks = {"": dlib, "facenet_": facenet}  # the figures' key prefixes
     keys = ("matched_dlib_detector", "hog_found", "cnn_found", "mtcnn_found", "blazeface_found", "mesh_found", "centerface_found", "displacement",
-            "mesh_displacement", "distance")
+            "mesh_displacement", "pose_out", "pose_in", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
     noise, mesh_noise = [], []
     rng = np.random.default_rng(0)
@@ -258,6 +258,8 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             c["mesh_found"].append(verdict.mesh_found)
             c["displacement"].append(verdict.displacement)
             c["mesh_displacement"].append(verdict.mesh_displacement)
+            c["pose_in"].append(points.pose_expression)
+            c["pose_out"].append(verdict.pose_expression)
             c["centerface_found"].append(face_still_found(reference(out), ref_box))
         if track_frames > 1:
             _add_track(attacks.values(), person, rgb, methods, track_frames, rng, runtime_detector, anonymize)
@@ -281,6 +283,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
                          "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
                          "mesh_displacement": float(np.median(c["mesh_displacement"])) if n else float("nan"),
                          "mesh_noise_original": float(np.median(mesh_noise)) if mesh_noise else float("nan"),
+                         "kept": pose_expression_kept(c["pose_in"], c["pose_out"]),
                          "centerface_found_training_detector": mean("centerface_found"),
                          "median_distance": float(np.median(c["distance"])) if n else float("nan"),
                          "facenet_faces": len(facenet.published[name]), "facenet_rank1_chance": 1 / max(len(facenet.gallery), 1)}
@@ -471,6 +474,14 @@ def print_table(results: dict) -> None:
                   f" {r.get('track_shortlist', nan):10.1%}  {r.get('facenet_track_matched', nan):19.1%}"
                   f" [{r.get('facenet_track_matched_others', nan):5.1%}] {r.get('facenet_track_rank1', nan):7.1%}"
                   f" {r.get('facenet_track_shortlist', nan):10.1%}")
+    posed = {name: r for name, r in results.items() if "kept" in r}
+    if posed:
+        names = list(next(iter(posed.values()))["kept"])
+        print("\nhead turn and expression kept: Pearson's r with the original's over the faces, read off MediaPipe's mesh "
+              "(1: kept; about 0: a generic face)")
+        print(f"{'method':42s} " + " ".join(f"{n:>11s}" for n in names))
+        for name, r in posed.items():
+            print(f"{name:42s} " + " ".join(f"{r['kept'][n]:11.2f}" for n in names))
     further = {name: r for name, r in results.items() if "further_photos" in r}
     if further:
         print("\nfurther photos of the same people (dlib; each one more probe against the same galleries)")
