@@ -262,6 +262,45 @@ def test_m_train_landmarks_moves_only_the_landmark_heads():
         TrainConfig.load("edge", ["m_train=landmarks"])  # no heads to train
 
 
+def test_the_expression_branch_starts_as_the_m_it_grew_from_and_then_paints_what_it_reads():
+    torch.manual_seed(0)
+    plain = LowPassAnonymizer(32, 4, 8, 1, 8).eval()
+    expressive = LowPassAnonymizer(32, 4, 8, 1, 8, expression=2).eval()
+    expressive.load_state_dict(plain.state_dict(), strict=False)
+    x = real_faces(3)
+    with torch.no_grad():
+        assert torch.equal(expressive(x), plain(x))  # zero patterns: the M it was started from
+        code = expressive.expression(x)
+        for pattern in expressive.expression_patterns:
+            torch.nn.init.normal_(pattern, 0, 0.5)
+        painted = expressive(x)
+    assert code.shape == (3, 2, 1, 1) and code.abs().max() <= 1 and (code[0] - code[1]).abs().max() > 0  # each face its own numbers
+    assert (painted - plain(x)).abs().mean() > 1e-3
+    assert len(expressive.expression_patterns) == 2 * 3  # one pattern per number and resize stage (8 -> 16 -> 32)
+
+
+def test_m_train_expression_moves_only_the_expression_branch_and_a_shipped_m_starts_it(tmp_path):
+    from ros_anonymizer_training import export
+    from ros_anonymizer_training.train import trainable_m_parameters
+
+    cfg = TrainConfig.load("edge", ["m_input_size=4", "m_grid_size=8", "m_expression=2", "m_train=expression"])
+    m = build_anonymizer(cfg)
+    branch = {id(p) for p in m.expression_encoder.parameters()} | {id(p) for p in m.expression_patterns}
+    assert {id(p) for p in trainable_m_parameters(m, cfg)} == branch
+    shipped = build_anonymizer(TrainConfig.load("edge", ["m_input_size=4", "m_grid_size=8"])).eval()
+    path = tmp_path / "shipped.onnx"
+    export.export_anonymizer(shipped, path, crop_size=64, box_enlarge=1.3, preset="edge", trained_on="test")
+    weights = export.anonymizer_weights(path, m.state_dict())
+    assert all(torch.equal(weights[k], v) for k, v in shipped.state_dict().items())
+    m.load_state_dict(weights)  # and the branch exports to the contract, within the TensorRT path's ops, as torch computes it
+    assert export.export_anonymizer(m, tmp_path / "expressive.onnx", crop_size=64, box_enlarge=1.3, preset="edge",
+                                    trained_on="test")["max_abs_diff"] < export.TOLERANCE
+    with pytest.raises(TrainConfigError, match="m_train"):
+        TrainConfig.load("edge", ["m_train=expression"])  # no branch to train
+    with pytest.raises(TrainConfigError, match="m_expression"):
+        TrainConfig.load("edge", ["m_expression=9"])
+
+
 def test_track_moves_are_small_and_reproducible():
     from ros_anonymizer_training.train import TrackMoves
 

@@ -15,7 +15,7 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 PRIVACY_LOSSES = ("true_class", "cosine", "both")
 GENERATORS = ("resnet", "lowpass")
 LANDMARK_SHAPES = ("person", "pose", "turn")  # what of the detected landmarks M uses (models/anonymizer.py)
-M_TRAINED = ("all", "landmarks")  # which of M's weights its optimiser moves (train.trainable_m_parameters)
+M_TRAINED = ("all", "landmarks", "expression")  # which of M's weights its optimiser moves (train.trainable_m_parameters)
 UPSAMPLING = ("transpose", "resize")
 
 
@@ -54,7 +54,8 @@ class TrainConfig:
     m_landmarks: bool = False  # lowpass only: M also takes the detector's 5 landmarks (pose and mouth shape; ONNX input "landmarks")
     m_landmark_step: float = 0.0  # with m_landmarks: M rounds each point to this grid (crop units, e.g. 0.0625) before using it
     m_landmark_shape: str = "person"  # with m_landmarks: person (the points as detected), pose (a template face placed by them: place, size, roll, yaw) or turn (the same at everyone's height and size)
-    m_train: str = "all"  # all of M's weights, or landmarks: only the landmark heads (the rest stays as initialised)
+    m_expression: int = 0  # lowpass only: M also reads this many numbers off the full-resolution crop (expression; models/anonymizer.py)
+    m_train: str = "all"  # all of M's weights; landmarks: only the landmark heads; expression: only the expression encoder and patterns
     m_channels: int = 32
     export_detail_scale: float = 1.0  # lowpass only: the exported M paints this fraction of its residual (privacy/naturalness knob)
     m_blocks: int = 3
@@ -131,8 +132,12 @@ class TrainConfig:
             raise TrainConfigError(f"m_landmark_step is a grid in crop units from 0 (none) to 0.5, not {self.m_landmark_step}.")
         if self.m_landmark_shape not in LANDMARK_SHAPES:
             raise TrainConfigError(f"m_landmark_shape is one of {', '.join(LANDMARK_SHAPES)}, not {self.m_landmark_shape!r}.")
-        if self.m_train not in M_TRAINED or (self.m_train == "landmarks" and not self.m_landmarks):
-            raise TrainConfigError(f"m_train is all, or landmarks (only the landmark heads; needs m_landmarks: true), not {self.m_train!r}.")
+        if self.m_train not in M_TRAINED or (self.m_train == "landmarks" and not self.m_landmarks) or (
+                self.m_train == "expression" and not self.m_expression):
+            raise TrainConfigError(f"m_train is all, landmarks (only the landmark heads; needs m_landmarks: true) or expression "
+                                   f"(only the expression encoder; needs m_expression > 0), not {self.m_train!r}.")
+        if not 0 <= self.m_expression <= 8 or (self.m_expression and self.m_generator != "lowpass"):
+            raise TrainConfigError(f"m_expression is 0 (none) to 8 numbers, with the lowpass generator; not {self.m_expression}.")
         if self.m_landmarks and self.m_generator != "lowpass":
             raise TrainConfigError("m_landmarks needs the lowpass generator (m_generator: lowpass).")
         if self.l1_target == "lookalike" and self.m_generator != "lowpass":

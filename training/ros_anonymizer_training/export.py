@@ -126,6 +126,9 @@ def verify_against_torch(model: torch.nn.Module, onnx_bytes: bytes, crop_size: i
     return {"max_abs_diff": worst, "tolerance": TOLERANCE, "batches_checked": list(batches)}
 
 
+NEW_BRANCHES = ("landmark_heads.", "expression_")  # weights a fine-tune may add to a shipped M: they start as initialised
+
+
 def anonymizer_weights(path: str | Path, expected: dict, name: str = "the anonymizer") -> dict:
     """M's state dict read back from an exported anonymizer, to fine-tune a shipped model.
 
@@ -142,7 +145,7 @@ def anonymizer_weights(path: str | Path, expected: dict, name: str = "the anonym
     except (OSError, DecodeError) as e:
         raise ExportError(f"cannot read {name} {path}: {e.__class__.__name__}; give an anonymizer ONNX this trainer exported.") from None
     found = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
-    missing = [k for k in expected if k not in found and not k.startswith("landmark_heads.")]  # new heads start at zero
+    missing = [k for k in expected if k not in found and not k.startswith(NEW_BRANCHES)]
     wrong = [k for k in expected if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
     if missing or wrong:
         raise ExportError(f"{name} {path} does not fit this preset's M ({len(missing)} weights missing, "

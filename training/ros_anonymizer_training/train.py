@@ -45,10 +45,14 @@ LANDMARK_DROPOUT = 0.15  # share of training faces M sees without landmarks (m_l
 
 # ----------------------------------------------------------------------------- set-up
 def trainable_m_parameters(m: nn.Module, cfg: TrainConfig) -> list[nn.Parameter]:
-    """M's weights its optimiser moves: all, or (`m_train: landmarks`) only the landmark heads, the rest frozen as it started."""
+    """M's weights its optimiser moves: all, or only the landmark heads or the expression branch, the rest frozen as it started."""
     if cfg.m_train == "landmarks":
         m.requires_grad_(False)
         m.landmark_heads.requires_grad_(True)
+    elif cfg.m_train == "expression":
+        m.requires_grad_(False)
+        m.expression_encoder.requires_grad_(True)
+        m.expression_patterns.requires_grad_(True)
     return [p for p in m.parameters() if p.requires_grad]
 
 
@@ -441,7 +445,8 @@ def export_stage(run: Run):
                   f"{run.progress['pretrain-d']} D pretraining + {run.progress['joint']} joint steps; "
                   f"{cfg.m_generator} generator" + (f" on {cfg.m_input_size}x{cfg.m_input_size} low-pass input" if cfg.m_generator == "lowpass" else "")
                   + (f" and CenterFace's 5 landmarks ({cfg.m_landmark_shape})" if cfg.m_landmarks else "")
-                  + (" (only the landmark heads trained)" if cfg.m_train == "landmarks" else "")
+                  + (f" and {cfg.m_expression} expression numbers it reads off the crop" if cfg.m_expression else "")
+                  + (f" (only the {cfg.m_train} branch trained)" if cfg.m_train != "all" else "")
                   + f"; batch {cfg.batch_size}, lr_m={cfg.lr_m:g}, d_modified_weight={cfg.d_modified_weight:g}; "
                   f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1} (to {cfg.l1_target}), lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "

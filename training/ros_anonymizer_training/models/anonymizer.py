@@ -106,11 +106,17 @@ class LowPassAnonymizer(nn.Module):
     to a residual added to the bilinear upsampling of the low-pass input,
     clipped to [-1, 1]. A grid finer than the input keeps the network of a
     finer-input M, so a coarser M can start from its weights.
+
+    With `expression` K > 0, M also reads K numbers in [-1, 1] from the
+    full-resolution crop (a small encoder, pooled over the face) and each
+    paints a learned pattern into every stage: the few numbers that say how
+    the face looks now (mouth, eyes) where the low-pass copy cannot, and
+    too few to carry who it is.
     """
 
     def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2, grid_size: int = 0,
                  landmarks: bool = False, landmark_sigma: float = 0.05, landmark_step: float = 0.0,
-                 landmark_shape: str = "person"):
+                 landmark_shape: str = "person", expression: int = 0):
         super().__init__()
         self.pool = crop_size // input_size
         self.grid = grid_size or input_size
@@ -133,6 +139,14 @@ class LowPassAnonymizer(nn.Module):
         for head in self.landmark_heads or ():
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        # The expression numbers: three stride-2 stages to an 8th of the crop, K channels, averaged over the face, tanh.
+        # Their patterns, one per number and stage, start at zero: M begins as the M without them.
+        self.expression_pool = crop_size // 8
+        self.expression_encoder = nn.Sequential(*_conv_block(3, 16, 3, 2), *_conv_block(16, 32, 3, 2), *_conv_block(32, 32, 3, 2),
+                                                nn.Conv2d(32, expression, 1)) if expression else None
+        self.expression_patterns = nn.ParameterList(nn.Parameter(torch.zeros(1, w, side, side)) for w, side
+                                                    in zip(widths, self.stage_ends.values()) for _ in range(expression))
+        self.expressions = expression
 
     @torch.no_grad()
     def scale_detail(self, factor: float) -> None:
@@ -210,26 +224,35 @@ class LowPassAnonymizer(nn.Module):
         dx, dy = centres[None, None, None, :] - x, centres[None, None, :, None] - y
         return torch.exp((dx * dx + dy * dy) * (-0.5 / self.landmark_sigma ** 2)) * known
 
+    def expression(self, faces: torch.Tensor) -> torch.Tensor:
+        """[N,K,1,1] in [-1, 1]: the numbers M reads off the full-resolution crop."""
+        return torch.tanh(F.avg_pool2d(self.expression_encoder(faces), self.expression_pool))
+
     def forward(self, faces: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         """With landmark heads, `landmarks` [N,10] (CenterFace's 5 points in the crop, 0..1; -1 or None: unknown)."""
         low = F.avg_pool2d(faces, self.pool)
         base = F.interpolate(low, scale_factor=float(self.pool), mode="bilinear", align_corners=False)
         grid = low if self.grid_scale == 1 else F.interpolate(low, scale_factor=self.grid_scale, mode="bilinear", align_corners=False)
-        if self.landmark_heads is None:
+        if self.landmark_heads is None and not self.expressions:
             return (base + self.net(grid)).clamp(-1, 1)
-        if landmarks is None:
-            landmarks = faces.new_full((len(faces), 10), -1.0)
-        points = self.points(landmarks.to(faces.dtype))
-        heads = iter(self.landmark_heads)
+        if self.landmark_heads is not None:
+            if landmarks is None:
+                landmarks = faces.new_full((len(faces), 10), -1.0)
+            points, heads = self.points(landmarks.to(faces.dtype)), iter(self.landmark_heads)
+        if self.expressions:
+            code, patterns = self.expression(faces), iter(self.expression_patterns)
         for index, layer in enumerate(self.net):
             grid = layer(grid)
             if index in self.stage_ends:
-                grid = grid + next(heads)(self.landmark_maps(points, self.stage_ends[index]))
+                if self.landmark_heads is not None:
+                    grid = grid + next(heads)(self.landmark_maps(points, self.stage_ends[index]))
+                for k in range(self.expressions):  # slices and products: ops TensorRT's parser takes
+                    grid = grid + code[:, k:k + 1] * next(patterns)
         return (base + grid).clamp(-1, 1)
 
 
 def build_anonymizer(cfg) -> nn.Module:
     if cfg.m_generator == "lowpass":
         return LowPassAnonymizer(cfg.crop_size, cfg.m_input_size, cfg.m_channels, cfg.m_blocks, cfg.m_grid_size, cfg.m_landmarks,
-                                 landmark_step=cfg.m_landmark_step, landmark_shape=cfg.m_landmark_shape)
+                                 landmark_step=cfg.m_landmark_step, landmark_shape=cfg.m_landmark_shape, expression=cfg.m_expression)
     return Anonymizer(cfg.m_channels, cfg.m_blocks, cfg.m_upsample)
