@@ -301,6 +301,18 @@ def test_m_train_expression_moves_only_the_expression_branch_and_a_shipped_m_sta
         TrainConfig.load("edge", ["m_expression=9"])
 
 
+def test_the_feature_l1_weighs_a_change_at_the_mouth_over_one_at_the_forehead():
+    x = real_faces(2)
+    marks = torch.tensor([[0.35, 0.4, 0.65, 0.4, 0.5, 0.55, 0.4, 0.7, 0.6, 0.7], [-1.0] * 10])
+    assert losses.feature_l1(x, x, marks) == 0
+    mouth, forehead = x.clone(), x.clone()
+    mouth[:, :, 20:24, 12:20] += 0.5  # rows 0.62-0.75 of the crop, between the mouth corners
+    forehead[:, :, 1:5, 12:20] += 0.5  # the same change at the top
+    assert losses.feature_l1(mouth, x, marks) > 5 * losses.feature_l1(forehead, x, marks)
+    assert losses.l1_loss(mouth, x) == pytest.approx(losses.l1_loss(forehead, x).item())  # the whole-face L1 cannot tell them apart
+    assert losses.feature_l1(mouth[1:], x[1:], marks[1:]) == 0  # a face without points weighs nothing
+
+
 def test_track_moves_are_small_and_reproducible():
     from ros_anonymizer_training.train import TrackMoves
 

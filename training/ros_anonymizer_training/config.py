@@ -94,6 +94,7 @@ class TrainConfig:
     lambda_lowpass: float = 0.0  # L1 between lowpass_size x lowpass_size copies of output and input: colour, lighting, pose
     lowpass_size: int = 8
     lambda_ring: float = 0.0  # L1 of M's raw output where the blend mask fades: no seam
+    lambda_l1_features: float = 0.0  # L1 to the L1 target again, in windows at the detector's eyes, nose and mouth corners (expression)
     lambda_landmarks: float = 0.0  # CenterFace's landmarks and box size on the output match the input's (pose, expression)
     landmark_faces: int = 0  # faces of each batch the landmark term looks at; 0: all (CenterFace is the costliest critic)
     init_anonymizer: str = ""  # an exported anonymizer ONNX whose weights start M (fine-tuning); "": random start

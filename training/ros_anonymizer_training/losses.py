@@ -121,6 +121,19 @@ def lowpass_l1(modified: torch.Tensor, original: torch.Tensor, size: int) -> tor
     return (F.avg_pool2d(modified.float(), pool) - F.avg_pool2d(original.float(), pool)).abs().mean()
 
 
+def feature_l1(modified: torch.Tensor, target: torch.Tensor, marks: torch.Tensor, sigma: float = 0.08) -> torch.Tensor:
+    """L1 in Gaussian windows (sigma in crop units) at the detector's five points, eyes, nose and mouth corners
+    (unknown points, -1, weigh nothing): where expression shows, which the whole-face L1 weighs like cheek and forehead."""
+    size = modified.shape[-1]
+    centres = (torch.arange(size, device=modified.device, dtype=torch.float32) + 0.5) / size
+    x, y = marks.float()[:, 0::2, None, None], marks.float()[:, 1::2, None, None]
+    known = (marks[:, 0::2] >= 0).float()[..., None, None]
+    dx, dy = centres[None, None, None, :] - x, centres[None, None, :, None] - y
+    weight = (torch.exp((dx * dx + dy * dy) * (-0.5 / sigma ** 2)) * known).sum(1, keepdim=True)
+    diff = (modified.float() - target.float()).abs()
+    return (diff * weight).sum() / (weight.sum() * modified.shape[1]).clamp_min(1e-6)
+
+
 def ring_l1(raw: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """L1 where the blend mask fades (weight 4m(1-m), 1 at its middle): M's raw output must meet the frame without a seam."""
     ring = 4 * mask * (1 - mask)

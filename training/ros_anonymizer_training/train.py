@@ -276,7 +276,7 @@ def pretrain_d(run: Run, steps: int):
                 modified = run.pasted(raw, x)
                 realism_step(run, x, modified, record)
                 loss_rec = losses.l1_loss(modified, x)
-                loss_d = loss_d + loss_rec + m_content_loss(run, raw, modified, x, record, None)
+                loss_d = loss_d + loss_rec + m_content_loss(run, raw, modified, x, record, None, marks)
                 record["loss_l1"] = loss_rec.item()
         run.opt_d.zero_grad(set_to_none=True)
         run.opt_m.zero_grad(set_to_none=True)
@@ -349,7 +349,7 @@ def joint(run: Run, steps: int):
         loss_priv = losses.privacy_loss(cfg.privacy_loss, run.d, emb_mod[:len(x)], emb_orig, y)
         record.update(loss_d_original=loss_d_orig.item(), loss_d_modified=loss_d_mod.item(), loss_privacy=loss_priv.item())
         target = losses.l1_target(x, cfg.l1_target, run.lookalike, y)
-        loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record, target)
+        loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record, target, marks)
         if later is not None:  # an attacker who averages D's embedding over the track must not find the person either
             track = F.normalize(emb_mod.view(cfg.track_views, len(x), -1).mean(0), dim=1)
             loss_track = losses.privacy_loss(cfg.privacy_loss, run.d, track, emb_orig, y)
@@ -390,16 +390,17 @@ def realism_step(run: Run, x: torch.Tensor, modified: torch.Tensor, record: dict
 
 
 def m_content_loss(run: Run, raw: torch.Tensor, modified: torch.Tensor, x: torch.Tensor, record: dict,
-                   l1_target: torch.Tensor | None) -> torch.Tensor:
+                   l1_target: torch.Tensor | None, marks: torch.Tensor) -> torch.Tensor:
     """M's terms besides the privacy game, each weighted by its lambda and skipped at 0; values go into `record`.
 
-    L1 to `l1_target` (losses.l1_target; None: no L1 term), L1 of low-pass copies (colour, lighting, pose), L1 on
+    L1 to `l1_target` (losses.l1_target; None: no L1 term), the same at the eyes, nose and mouth (`marks`), L1 of low-pass copies (colour, lighting, pose), L1 on
     the blend ring (no seam), CenterFace's landmarks (pose, expression) and
     detectability, and R's realism score. R is frozen here: only M learns.
     """
     cfg = run.cfg
     terms = {
         "l1": (cfg.lambda_l1 if l1_target is not None else 0.0, lambda: losses.l1_loss(modified, l1_target)),
+        "l1_features": (cfg.lambda_l1_features if l1_target is not None else 0.0, lambda: losses.feature_l1(modified, l1_target, marks)),
         "lowpass": (cfg.lambda_lowpass, lambda: losses.lowpass_l1(modified, x, cfg.lowpass_size)),
         "ring": (cfg.lambda_ring, lambda: losses.ring_l1(raw, x, run.mask)),
         "landmarks": (cfg.lambda_landmarks, lambda: losses.landmark_loss(run.face_detector, modified, x, cfg.landmark_faces)),
@@ -450,7 +451,7 @@ def export_stage(run: Run):
                   + f"; batch {cfg.batch_size}, lr_m={cfg.lr_m:g}, d_modified_weight={cfg.d_modified_weight:g}; "
                   f"privacy loss {cfg.privacy_loss}, lambda_privacy={cfg.lambda_privacy:g}, lambda_l1={cfg.lambda_l1} (to {cfg.l1_target}), lambda_det={cfg.lambda_det}, lambda_face={cfg.lambda_face}, "
                   f"lambda_realism={cfg.lambda_realism}, lambda_lowpass={cfg.lambda_lowpass}, lambda_ring={cfg.lambda_ring}, "
-                  f"lambda_landmarks={cfg.lambda_landmarks}; "
+                  f"lambda_l1_features={cfg.lambda_l1_features}, lambda_landmarks={cfg.lambda_landmarks}; "
                   + (f"track privacy over {cfg.track_views} views, lambda_track_privacy={cfg.lambda_track_privacy:g}; " if cfg.track_views > 1 else "")
                   + (f"M fine-tuned from {Path(cfg.init_anonymizer).name}; " if cfg.init_anonymizer else "")
                   + (f"R carried over from {cfg.init_realism}; " if cfg.init_realism else "") + f"seed {cfg.seed}")
