@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .facenet import Mtcnn
-from .mediapipe_judges import MESH_EYE_CORNERS, POSE_EXPRESSION, BlazeFace, FaceMesh, pose_expression
+from .mediapipe_judges import MESH_EYE_CORNERS, MIN_SCORE, POSE_EXPRESSION, BlazeFace, FaceMesh, pose_expression
 from .recognizer import found_at, import_dlib, model_file
 
 # The 68-point scheme's mirror image: point i of a flipped face is point MIRROR_68[i] of the face.
@@ -105,7 +105,7 @@ class NaturalnessJudges:
         """What the judges say of `output`, where the original face was at `box` and read as `original`."""
         mesh, mesh_score = self.mesh(output, box)
         return Verdict(found_at(self.hog(output), box), found_at(self.cnn(output), box), found_at(self.mtcnn.boxes(output), box),
-                       found_at(self.blazeface.boxes(output), box), mesh_score >= 0.5,
+                       found_at(self.blazeface.boxes(output), box), mesh_score >= MIN_SCORE,
                        normalised_displacement(original.landmarks, self.landmarks(output, box)),
                        normalised_displacement(original.mesh, mesh, MESH_EYE_CORNERS), pose_expression(mesh))
 
