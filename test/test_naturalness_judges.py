@@ -35,9 +35,9 @@ def test_a_real_face_is_a_face_and_a_grey_square_is_none(judges, face):
     grey[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
     verdict = judges.judge(grey, box, points)
     assert not (verdict.hog_found or verdict.cnn_found or verdict.mtcnn_found or verdict.blazeface_found or verdict.mesh_found)
-    noise = judges.landmark_noise(rgb, box)
+    noise = points.landmark_noise
     assert 0.0 < noise < 0.05 < verdict.displacement  # the predictor's own noise is small; a face that is gone moves the points
-    assert 0.0 < judges.mesh_noise(rgb, box) < 0.05 < verdict.mesh_displacement  # the mesh's too
+    assert 0.0 < points.mesh_noise < 0.05 < verdict.mesh_displacement  # the mesh's too
 
 
 def test_the_mesh_follows_a_mouth_that_moves(judges, face):

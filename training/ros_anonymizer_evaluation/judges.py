@@ -39,9 +39,11 @@ MESH_NOISE_SHIFT = 0.02  # of the mesh region's side: the yardstick move for the
 
 @dataclass(frozen=True)
 class OriginalPoints:
-    """What the landmark judges read on the original face, once per face."""
+    """What the landmark judges read on the original face, once per face, with each judge's own noise there."""
     landmarks: np.ndarray  # (68, 2) dlib's points in the face box
     mesh: np.ndarray  # (468, 2) MediaPipe's points in the region around the face box
+    landmark_noise: float  # dlib's predictor against itself: the mirror image's points mirrored back
+    mesh_noise: float  # the mesh against itself: its points with the region moved by 2% of its side
 
     @property
     def pose_expression(self) -> np.ndarray:
@@ -87,19 +89,14 @@ class NaturalnessJudges:
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
 
     def points(self, rgb: np.ndarray, box: np.ndarray) -> OriginalPoints:
-        return OriginalPoints(self.landmarks(rgb, box), self.mesh(rgb, box)[0])
-
-    def landmark_noise(self, rgb: np.ndarray, box: np.ndarray) -> float:
-        """The predictor's own disagreement with itself: landmarks of the mirrored image, mirrored back, against the image's."""
+        """Both landmark judges on the original, each read once, and their own noise beside them."""
+        landmarks, mesh = self.landmarks(rgb, box), self.mesh(rgb, box)[0]
         width = rgb.shape[1]
         flipped_box = np.array([width - 1 - box[2], box[1], width - 1 - box[0], box[3]], np.float32)
         mirrored = self.landmarks(rgb[:, ::-1], flipped_box)[MIRROR_68]
         mirrored[:, 0] = width - 1 - mirrored[:, 0]
-        return normalised_displacement(self.landmarks(rgb, box), mirrored)
-
-    def mesh_noise(self, rgb: np.ndarray, box: np.ndarray) -> float:
-        """The mesh's own dependence on where it looks: its points on the original with the region moved by 2% of its side."""
-        return normalised_displacement(self.mesh(rgb, box)[0], self.mesh(rgb, box, MESH_NOISE_SHIFT)[0], MESH_EYE_CORNERS)
+        return OriginalPoints(landmarks, mesh, normalised_displacement(landmarks, mirrored),
+                              normalised_displacement(mesh, self.mesh(rgb, box, MESH_NOISE_SHIFT)[0], MESH_EYE_CORNERS))
 
     def judge(self, output: np.ndarray, box: np.ndarray, original: OriginalPoints) -> Verdict:
         """What the judges say of `output`, where the original face was at `box` and read as `original`."""

@@ -122,7 +122,6 @@ class FaceMesh:
         return points.astype(np.float32), float(_probability(score.reshape(-1))[0])
 
 
-
 # Pose and expression read off the mesh, each in the eye-aligned frame and in inter-ocular units where it is a length.
 POSE_EXPRESSION = ("roll", "yaw", "pitch", "mouth_open", "mouth_width", "eyes_open")
 _NOSE_TIP, _MOUTH_CORNERS, _INNER_LIPS = 1, (61, 291), (13, 14)

@@ -147,9 +147,8 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector,
         if task.locate:
             located = (original.face.embedding if unchanged else NO_FACE if image is None else
                        recognizer.embed_at(image, original.face))
-            noise, mesh_noise = judges.landmark_noise(rgb, original.face.box), judges.mesh_noise(rgb, original.face.box)
             points = judges.points(rgb, original.face.box)
-            original_pose = points.pose_expression
+            noise, mesh_noise, original_pose = points.landmark_noise, points.mesh_noise, points.pose_expression
             judged = (Verdict(False, False, False, False, False, float("nan"), float("nan"), NO_POSE) if image is None
                       else judges.judge(image, original.face.box, points))
     if original.reference_box is not None:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.faces import to_tensor, to_uint8
+from .models.anonymizer import point_maps
 
 
 def identity_loss(discriminator, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -124,12 +125,8 @@ def lowpass_l1(modified: torch.Tensor, original: torch.Tensor, size: int) -> tor
 def feature_l1(modified: torch.Tensor, target: torch.Tensor, marks: torch.Tensor, sigma: float = 0.08) -> torch.Tensor:
     """L1 in Gaussian windows (sigma in crop units) at the detector's five points, eyes, nose and mouth corners
     (unknown points, -1, weigh nothing): where expression shows, which the whole-face L1 weighs like cheek and forehead."""
-    size = modified.shape[-1]
-    centres = (torch.arange(size, device=modified.device, dtype=torch.float32) + 0.5) / size
-    x, y = marks.float()[:, 0::2, None, None], marks.float()[:, 1::2, None, None]
-    known = (marks[:, 0::2] >= 0).float()[..., None, None]
-    dx, dy = centres[None, None, None, :] - x, centres[None, None, :, None] - y
-    weight = (torch.exp((dx * dx + dy * dy) * (-0.5 / sigma ** 2)) * known).sum(1, keepdim=True)
+    marks = marks.float()
+    weight = point_maps(marks[:, 0::2], marks[:, 1::2], (marks[:, 0::2] >= 0).float(), modified.shape[-1], sigma).sum(1, keepdim=True)
     diff = (modified.float() - target.float()).abs()
     return (diff * weight).sum() / (weight.sum() * modified.shape[1]).clamp_min(1e-6)
 

@@ -230,8 +230,8 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
         if original is None or ref_box is None:
             continue
         points = judges.points(rgb, original.box)
-        noise.append(judges.landmark_noise(rgb, original.box))
-        mesh_noise.append(judges.mesh_noise(rgb, original.box))
+        noise.append(points.landmark_noise)
+        mesh_noise.append(points.mesh_noise)
         for attack, (probe, _) in faces.items():
             if probe is not None:
                 attack.raw[person] = probe.embedding

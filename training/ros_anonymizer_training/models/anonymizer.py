@@ -220,10 +220,7 @@ class LowPassAnonymizer(nn.Module):
 
     def landmark_maps(self, points: tuple[torch.Tensor, torch.Tensor, torch.Tensor], size: int) -> torch.Tensor:
         """`points` (x, y, known) -> [N,5,size,size] Gaussian maps, all zero for an unknown point."""
-        x, y, known = (t[..., None, None] for t in points)
-        centres = (torch.arange(size, dtype=x.dtype, device=x.device) + 0.5) / size  # a constant in the graph
-        dx, dy = centres[None, None, None, :] - x, centres[None, None, :, None] - y
-        return torch.exp((dx * dx + dy * dy) * (-0.5 / self.landmark_sigma ** 2)) * known
+        return point_maps(*points, size, self.landmark_sigma)
 
     def expression(self, faces: torch.Tensor) -> torch.Tensor:
         """[N,K,1,1] in [-1, 1]: the numbers M reads off the full-resolution crop."""
@@ -250,6 +247,14 @@ class LowPassAnonymizer(nn.Module):
                 for k in range(self.expressions):  # slices and products: ops TensorRT's parser takes
                     grid = grid + code[:, k:k + 1] * next(patterns)
         return (base + grid).clamp(-1, 1)
+
+
+def point_maps(x: torch.Tensor, y: torch.Tensor, known: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """[N,P] points in crop units (x, y) and which are known -> [N,P,size,size] Gaussians of `sigma`, zero where unknown."""
+    x, y, known = (t[..., None, None] for t in (x, y, known))
+    centres = (torch.arange(size, dtype=x.dtype, device=x.device) + 0.5) / size  # a constant in the graph
+    dx, dy = centres[None, None, None, :] - x, centres[None, None, :, None] - y
+    return torch.exp((dx * dx + dy * dy) * (-0.5 / sigma ** 2)) * known
 
 
 def build_anonymizer(cfg) -> nn.Module:
