@@ -301,6 +301,43 @@ def test_m_train_expression_moves_only_the_expression_branch_and_a_shipped_m_sta
         TrainConfig.load("edge", ["m_expression=9"])
 
 
+def test_the_person_correlation_finds_who_it_is_in_the_numbers_and_its_square_removes_only_that():
+    g = torch.Generator().manual_seed(0)
+    person, now, later = (torch.randn(400, 1, generator=g) for _ in range(3))
+    assert losses.person_correlation(person + 0.1 * now, person + 0.1 * later).item() > 0.9  # a number that says who it is
+    assert abs(losses.person_correlation(now, later).item()) < 0.15  # one that says only how the face looks now
+    # Numbers mixing both: the training term takes who it is out and keeps how it looks now (it is scale-free: no collapse).
+    weights = torch.ones(2, requires_grad=True)  # (who it is, how it looks now)
+    opt = torch.optim.SGD([weights], lr=0.5)
+    for _ in range(200):
+        opt.zero_grad()
+        losses.person_correlation(weights[0] * person + weights[1] * now, weights[0] * person + weights[1] * later).square().sum().backward()
+        opt.step()
+    mixed = lambda other: weights[0] * person + weights[1] * other
+    assert losses.person_correlation(mixed(now), mixed(later)).item() < 0.1 < 1 <= weights[1].item()  # from 0.5 at the start
+
+
+def test_the_person_term_trains_on_another_photo_of_each_person_and_reports_on_people_never_trained(natural_run, tmp_path):
+    from ros_anonymizer_training.train import Run
+
+    cfg, _ = natural_run
+    values = {**cfg.to_dict(), "out_dir": str(tmp_path / "person"), "track_views": 1, "lambda_track_privacy": 0.0, "m_expression": 2,
+              "lambda_expression_person": 1.0, "pretrain_d_steps": 0, "joint_steps": 10, "eval_every": 10, "log_every": 5}
+    run = Run(TrainConfig.from_dict(values))
+    x, y, _ = run.batch("joint", 3)
+    partner, partner_y, _ = run.partner_batch("joint", 3)
+    assert torch.equal(partner_y, y)  # the same people...
+    assert all(not torch.equal(a, b) for a, b in zip(x, partner))  # ...in other photos (every tiny person has 10+)
+    assert torch.equal(run.partner_batch("joint", 3)[0], partner)  # a pure function of the step: resuming replays exactly
+    records = [json.loads(line) for line in (train(TrainConfig.from_dict(values), ["joint"]) / "metrics.jsonl").read_text().splitlines()]
+    joint = [r for r in records if r["kind"] == "train" and r["stage"] == "joint"]
+    assert joint and all(np.isfinite(r["loss_expression_person"]) for r in joint)
+    evaluation = [r for r in records if r["kind"] == "eval"][-1]
+    assert all(-1 <= evaluation[f"expression_person_{s}"] <= 1 for s in ("val", "holdout"))
+    with pytest.raises(TrainConfigError, match="lambda_expression_person"):
+        TrainConfig.load("edge", ["lambda_expression_person=1"])  # no numbers to free
+
+
 def test_the_feature_l1_weighs_a_change_at_the_mouth_over_one_at_the_forehead():
     x = real_faces(2)
     marks = torch.tensor([[0.35, 0.4, 0.65, 0.4, 0.5, 0.55, 0.4, 0.7, 0.6, 0.7], [-1.0] * 10])

@@ -131,6 +131,18 @@ def feature_l1(modified: torch.Tensor, target: torch.Tensor, marks: torch.Tensor
     return (diff * weight).sum() / (weight.sum() * modified.shape[1]).clamp_min(1e-6)
 
 
+def person_correlation(code: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """[K]: each number's correlation, over the batch, between each face ([N,K] `code`) and another photo of the same person.
+
+    It estimates the share of the number's spread that lies between people
+    (its intraclass correlation): 0 when the numbers say how a face looks
+    now and nothing of whose it is. The training term is its square summed,
+    so a batch's chance correlation pushes neither way on average.
+    """
+    a, b = code.float() - code.float().mean(0), partner.float() - partner.float().mean(0)
+    return (a * b).sum(0) / ((a * a).sum(0) * (b * b).sum(0) + 1e-8).sqrt()
+
+
 def ring_l1(raw: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """L1 where the blend mask fades (weight 4m(1-m), 1 at its middle): M's raw output must meet the frame without a seam."""
     ring = 4 * mask * (1 - mask)

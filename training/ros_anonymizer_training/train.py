@@ -93,6 +93,10 @@ class Run:
         self.val_marks = torch.from_numpy(self.data.val.landmarks).to(self.device)
         self.val_x = to_tensor(self.data.val.crops).to(self.device)
         self.val_y = torch.from_numpy(self.data.val.labels).to(self.device)
+        labels = torch.from_numpy(self.data.train.labels)
+        by_person = torch.argsort(labels, stable=True)  # crop indices grouped by person
+        count = torch.bincount(labels, minlength=len(self.data.names))
+        self.same_person = (by_person, torch.argsort(by_person), torch.cumsum(count, 0) - count, count.clamp_min(1))
         self.mask = torch.from_numpy(_soft_ellipse(cfg.crop_size)).to(self.device)
         self.lookalike = (Lookalike(self.data.train.crops, cfg.box_enlarge, cfg.m_input_size, labels=self.data.train.labels)
                           if cfg.l1_target == "lookalike" else None)
@@ -130,6 +134,18 @@ class Run:
         """
         g = step_generator(self.cfg.seed, self.rank, STAGES.index(stage), step)
         idx = torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=g).to(self.device)
+        return self._faces(idx, g)
+
+    def partner_batch(self, stage: str, step: int):
+        """For each face of batch(stage, step), another photo of the same person (itself for a person with one), augmented on its own."""
+        idx = torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=step_generator(self.cfg.seed, self.rank, STAGES.index(stage), step))
+        g = step_generator(self.cfg.seed, self.rank, PARTNER_STREAM, step)
+        by_person, place, first, count = self.same_person  # place: each crop's position in by_person
+        label, idx = self.train_y[idx].cpu(), idx.cpu()
+        offset = 1 + (torch.rand(len(idx), generator=g) * (count[label] - 1)).long()
+        return self._faces(by_person[first[label] + (place[idx] - first[label] + offset) % count[label]].to(self.device), g)
+
+    def _faces(self, idx: torch.Tensor, g: torch.Generator):
         x, y, marks = self.train_x[idx], self.train_y[idx], self.train_marks[idx]
         if self.cfg.augment:
             flip = (torch.rand(len(x), generator=g) < 0.5).to(self.device)
@@ -183,7 +199,8 @@ class Run:
         return True
 
 
-TRACK_STREAM = -1  # step_generator's stream for the track moves (the stages use their index)
+TRACK_STREAM = -1  # step_generator's streams for the track moves and the partner photos (the stages use their index)
+PARTNER_STREAM = -2
 
 
 def step_generator(seed: int, rank: int, stream: int, step: int) -> torch.Generator:
@@ -251,9 +268,31 @@ def evaluate(run: Run, stage: str, step: int) -> dict:
     n = max(len(run.val_y), 1)
     record = {"kind": "eval", "stage": stage, "step": step, "acc_original": correct_orig / n, "acc_modified": correct_mod / n,
               "face_found_modified": found / n, "l1": l1 / n}
+    if getattr(run.m, "expressions", 0):  # the ResNet M has no expression branch
+        record.update(expression_person_correlations(run))
     run.log.write(**record)
     run.m.train(), run.d.train()
     return record
+
+
+def expression_person_correlations(run: Run) -> dict:
+    """How much M's expression numbers say who it is: their correlation between two photos of each person, mean over the numbers.
+
+    On the trained people (each one's validation photo and first training
+    photo) and on the hold-out people (first two photos of each with 2+).
+    """
+    by_person, _, first, _ = run.same_person
+    held = run.data.holdout
+    order = np.argsort(held.labels, kind="stable")
+    _, start, count = np.unique(held.labels[order], return_index=True, return_counts=True)
+    two = start[count >= 2]
+    sets = {"val": (run.val_x, run.train_x[by_person[first[run.val_y.cpu()]].to(run.device)]),
+            "holdout": (to_tensor(held.crops[order[two]]).to(run.device), to_tensor(held.crops[order[two + 1]]).to(run.device))}
+    figures = {}
+    for name, (a, b) in sets.items():
+        if len(a) >= 3:
+            figures[f"expression_person_{name}"] = losses.person_correlation(run.m.expression(a)[:, :, 0, 0], run.m.expression(b)[:, :, 0, 0]).mean().item()
+    return figures
 
 
 # ----------------------------------------------------------------------------- stages
@@ -314,6 +353,7 @@ def joint(run: Run, steps: int):
     for step in _steps(run, "joint", steps):
         x, y, marks = run.batch("joint", step)
         later = None  # M's pasted output on the track's later views, when training for privacy over tracks
+        codes = None  # M's expression numbers on the faces and on another photo of each one's person
         with run.autocast():
             if with_det:
                 out, frames, targets = m_on_faces_and_frames(run, x, marks, step)
@@ -323,6 +363,10 @@ def joint(run: Run, steps: int):
                 # The moved views' landmarks are not known: M sees them as a held face's.
                 out_views = run.m_train(torch.cat([x, views]), torch.cat([marks, torch.full_like(marks, -1.0).repeat(cfg.track_views - 1, 1)])).float()
                 out, later = out_views[:len(x)], run.pasted(out_views[len(x):], views)
+            elif cfg.lambda_expression_person > 0:
+                partner, _, partner_marks = run.partner_batch("joint", step)
+                out = run.m_train(torch.cat([x, partner]), torch.cat([marks, partner_marks]))[:len(x)]
+                codes = run.m.last_code.float().split(len(x))
             else:
                 out = run.m_train(x, marks)
             raw = out.float()
@@ -350,6 +394,10 @@ def joint(run: Run, steps: int):
         record.update(loss_d_original=loss_d_orig.item(), loss_d_modified=loss_d_mod.item(), loss_privacy=loss_priv.item())
         target = losses.l1_target(x, cfg.l1_target, run.lookalike, y)
         loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record, target, marks)
+        if codes is not None:  # the numbers say how a face looks now: two photos of one person no more alike in them than two people
+            loss_person = losses.person_correlation(*codes).square().sum()
+            record["loss_expression_person"] = loss_person.item()
+            loss_m = loss_m + cfg.lambda_expression_person * loss_person
         if later is not None:  # an attacker who averages D's embedding over the track must not find the person either
             track = F.normalize(emb_mod.view(cfg.track_views, len(x), -1).mean(0), dim=1)
             loss_track = losses.privacy_loss(cfg.privacy_loss, run.d, track, emb_orig, y)
@@ -520,7 +568,9 @@ def _after_step(run: Run, stage: str, step: int, total: int, record: dict):
         ev = evaluate(run, stage, done)
         if run.main:
             tqdm.write(f"{stage} {done}/{total}: D accuracy original {ev['acc_original']:.2f}, modified {ev['acc_modified']:.2f}, "
-                       f"face found in modified {ev['face_found_modified']:.2f}, L1 {ev['l1']:.3f}")
+                       f"face found in modified {ev['face_found_modified']:.2f}, L1 {ev['l1']:.3f}"
+                       + (f"; expression numbers' person correlation {ev['expression_person_val']:.2f} trained, "
+                          f"{ev['expression_person_holdout']:.2f} hold-out" if "expression_person_holdout" in ev else ""))
     if done % cfg.checkpoint_every == 0 or done == total:
         run.save()
 

@@ -227,7 +227,12 @@ class LowPassAnonymizer(nn.Module):
         return torch.tanh(F.avg_pool2d(self.expression_encoder(faces), self.expression_pool))
 
     def forward(self, faces: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
-        """With landmark heads, `landmarks` [N,10] (CenterFace's 5 points in the crop, 0..1; -1 or None: unknown)."""
+        """With landmark heads, `landmarks` [N,10] (CenterFace's 5 points in the crop, 0..1; -1 or None: unknown).
+
+        With the expression branch, the numbers it read stay in `last_code`
+        [N,K]: training's person term reads them from the same forward pass
+        (as DDP wants), and the exported graph's one input and output stay so.
+        """
         low = F.avg_pool2d(faces, self.pool)
         base = F.interpolate(low, scale_factor=float(self.pool), mode="bilinear", align_corners=False)
         grid = low if self.grid_scale == 1 else F.interpolate(low, scale_factor=self.grid_scale, mode="bilinear", align_corners=False)
@@ -239,6 +244,7 @@ class LowPassAnonymizer(nn.Module):
             points, heads = self.points(landmarks.to(faces.dtype)), iter(self.landmark_heads)
         if self.expressions:
             code, patterns = self.expression(faces), iter(self.expression_patterns)
+            self.last_code = code[:, :, 0, 0]
         for index, layer in enumerate(self.net):
             grid = layer(grid)
             if index in self.stage_ends:
