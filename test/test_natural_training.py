@@ -317,12 +317,12 @@ def test_the_person_correlation_finds_who_it_is_in_the_numbers_and_its_square_re
     assert losses.person_correlation(mixed(now), mixed(later)).item() < 0.1 < 1 <= weights[1].item()  # from 0.5 at the start
 
 
-def test_the_person_term_trains_on_another_photo_of_each_person_and_reports_on_people_never_trained(natural_run, tmp_path):
+def test_the_person_and_mean_terms_train_on_another_photo_of_each_person_and_report_on_people_never_trained(natural_run, tmp_path):
     from ros_anonymizer_training.train import Run
 
     cfg, _ = natural_run
     values = {**cfg.to_dict(), "out_dir": str(tmp_path / "person"), "track_views": 1, "lambda_track_privacy": 0.0, "m_expression": 2,
-              "lambda_expression_person": 1.0, "pretrain_d_steps": 0, "joint_steps": 10, "eval_every": 10, "log_every": 5}
+              "lambda_expression_person": 1.0, "lambda_expression_mean": 1.0, "pretrain_d_steps": 0, "joint_steps": 10, "eval_every": 10, "log_every": 5}
     run = Run(TrainConfig.from_dict(values))
     x, y, _ = run.batch("joint", 3)
     partner, partner_y, _ = run.partner_batch("joint", 3)
@@ -331,11 +331,14 @@ def test_the_person_term_trains_on_another_photo_of_each_person_and_reports_on_p
     assert torch.equal(run.partner_batch("joint", 3)[0], partner)  # a pure function of the step: resuming replays exactly
     records = [json.loads(line) for line in (train(TrainConfig.from_dict(values), ["joint"]) / "metrics.jsonl").read_text().splitlines()]
     joint = [r for r in records if r["kind"] == "train" and r["stage"] == "joint"]
-    assert joint and all(np.isfinite(r["loss_expression_person"]) for r in joint)
+    assert joint and all(np.isfinite(r["loss_expression_person"]) and 0 <= r["loss_expression_mean"] <= 2 for r in joint)  # two numbers in [-1, 1]
     evaluation = [r for r in records if r["kind"] == "eval"][-1]
     assert all(-1 <= evaluation[f"expression_person_{s}"] <= 1 for s in ("val", "holdout"))
     with pytest.raises(TrainConfigError, match="lambda_expression_person"):
         TrainConfig.load("edge", ["lambda_expression_person=1"])  # no numbers to free
+    with pytest.raises(TrainConfigError, match="lambda_expression_mean"):
+        TrainConfig.load("edge", ["m_input_size=4", "m_grid_size=8", "m_expression=2", "lambda_expression_mean=1", "track_views=2",
+                                  "lambda_track_privacy=1"])
 
 
 def test_the_feature_l1_weighs_a_change_at_the_mouth_over_one_at_the_forehead():

@@ -96,6 +96,7 @@ class TrainConfig:
     lambda_ring: float = 0.0  # L1 of M's raw output where the blend mask fades: no seam
     lambda_l1_features: float = 0.0  # L1 to the L1 target again, in windows at the detector's eyes, nose and mouth corners (expression)
     lambda_expression_person: float = 0.0  # two photos of one person: their expression numbers' correlation over the batch, squared (who it is out of the numbers)
+    lambda_expression_mean: float = 0.0  # the expression numbers' batch mean, squared: on average M paints as the M it grew from, only how a face differs shows
     lambda_landmarks: float = 0.0  # CenterFace's landmarks and box size on the output match the input's (pose, expression)
     landmark_faces: int = 0  # faces of each batch the landmark term looks at; 0: all (CenterFace is the costliest critic)
     init_anonymizer: str = ""  # an exported anonymizer ONNX whose weights start M (fine-tuning); "": random start
@@ -140,8 +141,8 @@ class TrainConfig:
                                    f"(only the expression encoder; needs m_expression > 0), not {self.m_train!r}.")
         if not 0 <= self.m_expression <= 8 or (self.m_expression and self.m_generator != "lowpass"):
             raise TrainConfigError(f"m_expression is 0 (none) to 8 numbers, with the lowpass generator; not {self.m_expression}.")
-        if self.lambda_expression_person > 0 and (not self.m_expression or self.track_views > 1 or self.lambda_det > 0):
-            raise TrainConfigError("lambda_expression_person needs m_expression > 0 (the numbers it frees of identity), "
+        if max(self.lambda_expression_person, self.lambda_expression_mean) > 0 and (not self.m_expression or self.track_views > 1 or self.lambda_det > 0):
+            raise TrainConfigError("lambda_expression_person and lambda_expression_mean need m_expression > 0 (the numbers they act on), "
                                    "and track_views 1 and lambda_det 0 (M runs once over the faces and their partners).")
         if self.m_landmarks and self.m_generator != "lowpass":
             raise TrainConfigError("m_landmarks needs the lowpass generator (m_generator: lowpass).")

@@ -353,7 +353,7 @@ def joint(run: Run, steps: int):
     for step in _steps(run, "joint", steps):
         x, y, marks = run.batch("joint", step)
         later = None  # M's pasted output on the track's later views, when training for privacy over tracks
-        codes = None  # M's expression numbers on the faces and on another photo of each one's person
+        codes = None  # M's expression numbers on the faces (and on another photo of each one's person)
         with run.autocast():
             if with_det:
                 out, frames, targets = m_on_faces_and_frames(run, x, marks, step)
@@ -363,9 +363,12 @@ def joint(run: Run, steps: int):
                 # The moved views' landmarks are not known: M sees them as a held face's.
                 out_views = run.m_train(torch.cat([x, views]), torch.cat([marks, torch.full_like(marks, -1.0).repeat(cfg.track_views - 1, 1)])).float()
                 out, later = out_views[:len(x)], run.pasted(out_views[len(x):], views)
-            elif cfg.lambda_expression_person > 0:
-                partner, _, partner_marks = run.partner_batch("joint", step)
-                out = run.m_train(torch.cat([x, partner]), torch.cat([marks, partner_marks]))[:len(x)]
+            elif max(cfg.lambda_expression_person, cfg.lambda_expression_mean) > 0:
+                faces, face_marks = x, marks
+                if cfg.lambda_expression_person > 0:
+                    partner, _, partner_marks = run.partner_batch("joint", step)
+                    faces, face_marks = torch.cat([x, partner]), torch.cat([marks, partner_marks])
+                out = run.m_train(faces, face_marks)[:len(x)]
                 codes = run.m.last_code.float().split(len(x))
             else:
                 out = run.m_train(x, marks)
@@ -394,10 +397,14 @@ def joint(run: Run, steps: int):
         record.update(loss_d_original=loss_d_orig.item(), loss_d_modified=loss_d_mod.item(), loss_privacy=loss_priv.item())
         target = losses.l1_target(x, cfg.l1_target, run.lookalike, y)
         loss_m = cfg.lambda_privacy * loss_priv + m_content_loss(run, raw, modified, x, record, target, marks)
-        if codes is not None:  # the numbers say how a face looks now: two photos of one person no more alike in them than two people
+        if cfg.lambda_expression_person > 0:  # the numbers say how a face looks now: two photos of one person no more alike in them than two people
             loss_person = losses.person_correlation(*codes).square().sum()
             record["loss_expression_person"] = loss_person.item()
             loss_m = loss_m + cfg.lambda_expression_person * loss_person
+        if cfg.lambda_expression_mean > 0:  # no fixed change to the painting: a mean pattern shows the low-pass copy's mouth and identity alike
+            loss_mean = codes[0].mean(0).square().sum()
+            record["loss_expression_mean"] = loss_mean.item()
+            loss_m = loss_m + cfg.lambda_expression_mean * loss_mean
         if later is not None:  # an attacker who averages D's embedding over the track must not find the person either
             track = F.normalize(emb_mod.view(cfg.track_views, len(x), -1).mean(0), dim=1)
             loss_track = losses.privacy_loss(cfg.privacy_loss, run.d, track, emb_orig, y)
