@@ -110,9 +110,10 @@ class LowPassAnonymizer(nn.Module):
     With `expression` K > 0, M also reads K numbers in [-1, 1] from the
     full-resolution crop (a small encoder, pooled over the face) and each
     paints a learned pattern into every stage: meant to say how the face
-    looks now (mouth, eyes), which the low-pass copy cannot; measured, two
-    such numbers carried more of who it is than of its expression (model
-    report, "Expression numbers").
+    looks now (mouth, eyes), which the low-pass copy cannot; measured, what
+    two such numbers gained (and leaked) came from the fixed part of their
+    painting, not from what they read (model report, "The identity term on
+    the reader").
     """
 
     def __init__(self, crop_size: int = 64, input_size: int = 8, channels: int = 32, blocks: int = 2, grid_size: int = 0,
