@@ -322,14 +322,18 @@ def test_the_person_and_mean_terms_train_on_another_photo_of_each_person_and_rep
 
     cfg, _ = natural_run
     values = {**cfg.to_dict(), "out_dir": str(tmp_path / "person"), "track_views": 1, "lambda_track_privacy": 0.0, "m_expression": 2,
-              "lambda_expression_person": 1.0, "lambda_expression_mean": 1.0, "pretrain_d_steps": 0, "joint_steps": 10, "eval_every": 10, "log_every": 5}
+              "lambda_expression_person": 1.0, "lambda_expression_mean": 1.0, "pretrain_d_steps": 0, "joint_steps": 10, "eval_every": 10, "log_every": 5,
+              "export_detail_scale": 0.9}  # the export copies M: it must hold no training graph
     run = Run(TrainConfig.from_dict(values))
     x, y, _ = run.batch("joint", 3)
     partner, partner_y, _ = run.partner_batch("joint", 3)
     assert torch.equal(partner_y, y)  # the same people...
     assert all(not torch.equal(a, b) for a, b in zip(x, partner))  # ...in other photos (every tiny person has 10+)
     assert torch.equal(run.partner_batch("joint", 3)[0], partner)  # a pure function of the step: resuming replays exactly
-    records = [json.loads(line) for line in (train(TrainConfig.from_dict(values), ["joint"]) / "metrics.jsonl").read_text().splitlines()]
+    with torch.no_grad():
+        run.m.eval()(x)
+    assert not hasattr(run.m, "last_code")  # only training keeps the numbers, and the trainer takes them
+    records = [json.loads(line) for line in (train(TrainConfig.from_dict(values), ["joint", "export"]) / "metrics.jsonl").read_text().splitlines()]
     joint = [r for r in records if r["kind"] == "train" and r["stage"] == "joint"]
     assert joint and all(np.isfinite(r["loss_expression_person"]) and 0 <= r["loss_expression_mean"] <= 2 for r in joint)  # two numbers in [-1, 1]
     evaluation = [r for r in records if r["kind"] == "eval"][-1]

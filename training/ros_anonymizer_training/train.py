@@ -370,6 +370,7 @@ def joint(run: Run, steps: int):
                     faces, face_marks = torch.cat([x, partner]), torch.cat([marks, partner_marks])
                 out = run.m_train(faces, face_marks)[:len(x)]
                 codes = run.m.last_code.float().split(len(x))
+                del run.m.last_code  # M keeps no graph: a copy of it (export's detail scale) must stay possible
             else:
                 out = run.m_train(x, marks)
             raw = out.float()

@@ -230,9 +230,10 @@ class LowPassAnonymizer(nn.Module):
     def forward(self, faces: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         """With landmark heads, `landmarks` [N,10] (CenterFace's 5 points in the crop, 0..1; -1 or None: unknown).
 
-        With the expression branch, the numbers it read stay in `last_code`
-        [N,K]: training's person term reads them from the same forward pass
-        (as DDP wants), and the exported graph's one input and output stay so.
+        In training mode with the expression branch, the numbers it read stay
+        in `last_code` [N,K] for the trainer to take (its person and mean
+        terms need them from this same forward pass, as DDP wants); the
+        exported graph keeps one output.
         """
         low = F.avg_pool2d(faces, self.pool)
         base = F.interpolate(low, scale_factor=float(self.pool), mode="bilinear", align_corners=False)
@@ -245,7 +246,8 @@ class LowPassAnonymizer(nn.Module):
             points, heads = self.points(landmarks.to(faces.dtype)), iter(self.landmark_heads)
         if self.expressions:
             code, patterns = self.expression(faces), iter(self.expression_patterns)
-            self.last_code = code[:, :, 0, 0]
+            if self.training:
+                self.last_code = code[:, :, 0, 0]
         for index, layer in enumerate(self.net):
             grid = layer(grid)
             if index in self.stage_ends:
