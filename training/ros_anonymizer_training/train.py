@@ -132,18 +132,22 @@ class Run:
         A share of the faces (LANDMARK_DROPOUT) lose their landmarks, as a
         face the robot's tracker holds between detections has none.
         """
-        g = step_generator(self.cfg.seed, self.rank, STAGES.index(stage), step)
-        idx = torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=g).to(self.device)
-        return self._faces(idx, g)
+        idx, g = self._draw(stage, step)
+        return self._faces(idx.to(self.device), g)
 
     def partner_batch(self, stage: str, step: int):
         """For each face of batch(stage, step), another photo of the same person (itself for a person with one), augmented on its own."""
-        idx = torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=step_generator(self.cfg.seed, self.rank, STAGES.index(stage), step))
+        idx, _ = self._draw(stage, step)
         g = step_generator(self.cfg.seed, self.rank, PARTNER_STREAM, step)
         by_person, place, first, count = self.same_person  # place: each crop's position in by_person
-        label, idx = self.train_y[idx].cpu(), idx.cpu()
+        label = torch.from_numpy(self.data.train.labels)[idx]  # on the CPU, beside the lookup tables (no copy)
         offset = 1 + (torch.rand(len(idx), generator=g) * (count[label] - 1)).long()
         return self._faces(by_person[first[label] + (place[idx] - first[label] + offset) % count[label]].to(self.device), g)
+
+    def _draw(self, stage: str, step: int) -> tuple[torch.Tensor, torch.Generator]:
+        """The batch's crop indices for (stage, step), and the generator that goes on to draw its augmentation."""
+        g = step_generator(self.cfg.seed, self.rank, STAGES.index(stage), step)
+        return torch.randint(len(self.train_y), (self.cfg.batch_size,), generator=g), g
 
     def _faces(self, idx: torch.Tensor, g: torch.Generator):
         x, y, marks = self.train_x[idx], self.train_y[idx], self.train_marks[idx]
