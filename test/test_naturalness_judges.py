@@ -1,4 +1,4 @@
-"""The independent naturalness judges (dlib HOG/CNN, MTCNN, BlazeFace, 68-point landmarks) and the video figures (flicker, track re-id)."""
+"""The independent naturalness judges (dlib HOG/CNN, MTCNN, BlazeFace, the LBP cascade, 68-point landmarks) and the video figures (flicker, track re-id)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,10 @@ import pytest
 
 from conftest import require_data
 from ros_anonymizer.media import read_image
+from ros_anonymizer_evaluation.cascade import LbpCascade
 from ros_anonymizer_evaluation.mediapipe_judges import BlazeFace, anchors, pose_expression
 from ros_anonymizer_evaluation.judges import MIRROR_68, NaturalnessJudges, normalised_displacement, pose_expression_kept
-from ros_anonymizer_evaluation.recognizer import FaceRecognizer
+from ros_anonymizer_evaluation.recognizer import FaceRecognizer, found_at
 from ros_anonymizer_evaluation.temporal import TemporalMeter
 
 
@@ -28,13 +29,14 @@ def test_a_real_face_is_a_face_and_a_grey_square_is_none(judges, face):
     rgb, box = face
     points = judges.points(rgb, box)
     same = judges.judge(rgb, box, points)
-    assert same.hog_found and same.cnn_found and same.mtcnn_found and same.blazeface_found and same.mesh_found
+    assert same.hog_found and same.cnn_found and same.mtcnn_found and same.blazeface_found and same.cascade_found and same.mesh_found
     assert same.displacement == same.mesh_displacement == 0.0
     grey = rgb.copy()
     x1, y1, x2, y2 = box.astype(int)
     grey[max(y1 - 10, 0):y2 + 10, max(x1 - 10, 0):x2 + 10] = 128
     verdict = judges.judge(grey, box, points)
-    assert not (verdict.hog_found or verdict.cnn_found or verdict.mtcnn_found or verdict.blazeface_found or verdict.mesh_found)
+    assert not (verdict.hog_found or verdict.cnn_found or verdict.mtcnn_found or verdict.blazeface_found or verdict.cascade_found
+                or verdict.mesh_found)
     noise = points.landmark_noise
     assert 0.0 < noise < 0.05 < verdict.displacement  # the predictor's own noise is small; a face that is gone moves the points
     assert 0.0 < points.mesh_noise < 0.05 < verdict.mesh_displacement  # the mesh's too
@@ -68,6 +70,19 @@ def test_blazeface_boxes_the_face_where_it_is_in_a_wide_frame(model, face):
     nearest = found[np.argmin(np.linalg.norm(centres - (moved[:2] + moved[2:]) / 2, axis=1))]
     assert np.abs((nearest[:2] + nearest[2:]) / 2 - (moved[:2] + moved[2:]) / 2).max() < 0.15 * (box[2] - box[0])
     assert 0.7 < (nearest[2] - nearest[0]) / (box[2] - box[0]) < 1.6
+
+
+def test_the_cascade_finds_an_upright_face_where_it_is_and_not_one_upside_down(face):
+    """A frontal-face cascade: the face moved right in a wide frame is boxed where it now is; turned upside down it is no face."""
+    rgb, box = face
+    cascade = LbpCascade()
+    wide = np.zeros((rgb.shape[0], 2 * rgb.shape[1], 3), np.uint8)
+    wide[:, rgb.shape[1]:] = rgb
+    moved = box + np.array([rgb.shape[1], 0, rgb.shape[1], 0], np.float32)
+    assert found_at(cascade.boxes(wide), moved)
+    upside_down = rgb[::-1, ::-1]
+    turned = np.array([rgb.shape[1] - 1 - box[2], rgb.shape[0] - 1 - box[3], rgb.shape[1] - 1 - box[0], rgb.shape[0] - 1 - box[1]], np.float32)
+    assert not found_at(cascade.boxes(upside_down), turned)
 
 
 def test_blazeface_anchor_grids_are_mediapipes():

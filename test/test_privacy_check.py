@@ -35,7 +35,8 @@ def test_raw_tracks_are_reidentified_and_masked_ones_are_not(tmp_path, capsys):
     assert original["parrot_rank1"] == original["rank1"] == 1.0
     assert original["facenet_matched"] == original["facenet_track_matched"] == original["facenet_rank1"] == 1.0
     assert mask["facenet_matched"] == mask["facenet_track_matched"] == 0.0
-    assert original["mtcnn_found"] == original["blazeface_found"] == 1.0 and mask["mtcnn_found"] == mask["blazeface_found"] == 0.0
+    assert original["mtcnn_found"] == original["blazeface_found"] == original["cascade_found"] == 1.0
+    assert mask["mtcnn_found"] == mask["blazeface_found"] == mask["cascade_found"] == 0.0
     assert all(r == pytest.approx(1.0) for r in original["kept"].values())  # the untouched faces keep their own head turn and expression exactly
     # Person by person (what the shipping rule compares): everyone under the original, nobody under the mask.
     assert original["leaks"]["matched"] == original["leaks"]["track_rank1"] == [0, 1, 2]

@@ -8,6 +8,7 @@ face-recognition-models wheel) and are never imported by the trainer:
 - dlib's CNN face detector (max-margin object detection, MMOD);
 - MTCNN, a third detector from another lineage (ros_anonymizer_evaluation.facenet);
 - BlazeFace, MediaPipe's on-device detector, a fourth (ros_anonymizer_evaluation.mediapipe_judges);
+- OpenCV's LBP frontal-face cascade, a Viola-Jones boosted cascade, the fifth (ros_anonymizer_evaluation.cascade);
 - dlib's 68-point shape predictor, for how far the output's landmarks
   (eyes, brows, nose, mouth, jaw) moved from the original's: pose and
   expression kept or not. The displacement is the mean point distance over
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cascade import LbpCascade
 from .facenet import Mtcnn
 from .mediapipe_judges import MESH_EYE_CORNERS, MIN_SCORE, POSE_EXPRESSION, BlazeFace, FaceMesh, pose_expression
 from .recognizer import found_at, import_dlib, model_file
@@ -56,6 +58,7 @@ class Verdict:
     cnn_found: bool  # dlib's CNN (MMOD) detector does
     mtcnn_found: bool  # MTCNN does
     blazeface_found: bool  # BlazeFace (MediaPipe's short-range model) does
+    cascade_found: bool  # OpenCV's LBP frontal-face cascade does
     mesh_found: bool  # MediaPipe's face mesh, in the region around the original face box, scores a face there (>= 0.5)
     displacement: float  # mean 68-point landmark distance from the original's, over the inter-ocular distance
     mesh_displacement: float  # the same for the 468-point mesh
@@ -63,7 +66,7 @@ class Verdict:
 
 
 class NaturalnessJudges:
-    """dlib's HOG and CNN detectors, MTCNN, BlazeFace, dlib's 68 points and MediaPipe's mesh, at fixed settings (upsample 0: LFW-sized faces)."""
+    """dlib's HOG and CNN detectors, MTCNN, BlazeFace, the LBP cascade, dlib's 68 points and MediaPipe's mesh, at fixed settings (upsample 0: LFW-sized faces)."""
 
     def __init__(self, upsample: int = 0, mtcnn: Mtcnn | None = None):
         dlib = import_dlib("the naturalness judges need")
@@ -74,6 +77,7 @@ class NaturalnessJudges:
         self._shape = dlib.shape_predictor(str(model_file("shape_predictor_68_face_landmarks.dat")))
         self.mtcnn = mtcnn or Mtcnn()
         self.blazeface = BlazeFace()
+        self.cascade = LbpCascade()
         self.mesh = FaceMesh()
 
     def hog(self, rgb: np.ndarray) -> np.ndarray:
@@ -102,7 +106,7 @@ class NaturalnessJudges:
         """What the judges say of `output`, where the original face was at `box` and read as `original`."""
         mesh, mesh_score = self.mesh(output, box)
         return Verdict(found_at(self.hog(output), box), found_at(self.cnn(output), box), found_at(self.mtcnn.boxes(output), box),
-                       found_at(self.blazeface.boxes(output), box), mesh_score >= MIN_SCORE,
+                       found_at(self.blazeface.boxes(output), box), found_at(self.cascade.boxes(output), box), mesh_score >= MIN_SCORE,
                        normalised_displacement(original.landmarks, self.landmarks(output, box)),
                        normalised_displacement(original.mesh, mesh, MESH_EYE_CORNERS), pose_expression(mesh))
 

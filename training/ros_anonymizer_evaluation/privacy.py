@@ -268,6 +268,7 @@ class LfwStudy:
             "dlib_hog_found": _mean([v.hog_found for v in judged]),
             "mtcnn_found": _mean([v.mtcnn_found for v in judged]),
             "blazeface_found": _mean([v.blazeface_found for v in judged]),
+            "cascade_found": _mean([v.cascade_found for v in judged]),
             "mesh_found": _mean([v.mesh_found for v in judged]),
             "landmark_displacement": float(np.median(displacement)) if displacement else float("nan"),
             "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),

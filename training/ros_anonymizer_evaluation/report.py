@@ -49,6 +49,7 @@ def headline_rows(report: dict) -> list[list[str]]:
             _pct(_get(row, "privacy", "naturalness", "dlib_hog_found")),
             _pct(_get(row, "privacy", "naturalness", "mtcnn_found")),
             _pct(_get(row, "privacy", "naturalness", "blazeface_found")),
+            _pct(_get(row, "privacy", "naturalness", "cascade_found")),
             _num(_get(row, "privacy", "naturalness", "landmark_displacement"), 3),
             _num(_get(row, "privacy", "naturalness", "mesh_displacement"), 3),
             _num(_get(row, "clips", "video", "flicker_ratio")),
@@ -73,7 +74,7 @@ def _fps(median_ms: float) -> str:
 
 
 HEADERS = ["method", "re-id", "re-id located", "dlib no face", "verification", "rank-1", "dlib CNN finds a face",
-           "dlib HOG finds a face", "MTCNN finds a face", "BlazeFace finds a face", "landmark displacement", "mesh displacement", "video flicker", "track re-id", "track rank-1 (chance)", "CenterFace finds a face (training detector)",
+           "dlib HOG finds a face", "MTCNN finds a face", "BlazeFace finds a face", "cascade finds a face", "landmark displacement", "mesh displacement", "video flicker", "track re-id", "track rank-1 (chance)", "CenterFace finds a face (training detector)",
            "SSIM face", "SSIM outside", "frame-mAP", "person AP", "agreement F1", "leaked frames (no persistence)", "frames/s (median)"]
 
 
@@ -94,8 +95,8 @@ def markdown(report: dict) -> str:
               "- re-id located: the same, with the face embedded where (and as) it was in the original, whether or not dlib detects it.",
               "- verification: LFW pairs with one image anonymized, dlib threshold 0.6 (50% is chance).",
               "- rank-1: nearest original in the gallery of all other pair images is the same person.",
-              "- dlib CNN / HOG / MTCNN / BlazeFace finds a face: dlib's MMOD CNN and HOG face detectors, MTCNN and MediaPipe's "
-              "BlazeFace, which no training term "
+              "- dlib CNN / HOG / MTCNN / BlazeFace / cascade finds a face: dlib's MMOD CNN and HOG face detectors, MTCNN, MediaPipe's "
+              "BlazeFace and OpenCV's LBP frontal-face cascade, which no training term "
               "uses, find a face overlapping the original's (on the located probes).",
               "- landmark displacement: median over the located probes of the mean distance between dlib's 68 landmarks on the "
               "output and on the original, over the inter-ocular distance"

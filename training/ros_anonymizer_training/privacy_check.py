@@ -214,7 +214,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     dlib = Attack(FaceRecognizer(), DISTANCE_THRESHOLD, False, methods)
     facenet = Attack(FaceNetRecognizer(judges.mtcnn), FACENET_THRESHOLD, True, methods)
     attacks = {"": dlib, "facenet_": facenet}  # the figures' key prefixes
-    keys = ("matched_dlib_detector", "hog_found", "cnn_found", "mtcnn_found", "blazeface_found", "mesh_found", "centerface_found", "displacement",
+    keys = ("matched_dlib_detector", "hog_found", "cnn_found", "mtcnn_found", "blazeface_found", "cascade_found", "mesh_found", "centerface_found", "displacement",
             "mesh_displacement", "pose_out", "pose_in", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
     noise, mesh_noise = [], []
@@ -255,6 +255,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             c["cnn_found"].append(verdict.cnn_found)
             c["mtcnn_found"].append(verdict.mtcnn_found)
             c["blazeface_found"].append(verdict.blazeface_found)
+            c["cascade_found"].append(verdict.cascade_found)
             c["mesh_found"].append(verdict.mesh_found)
             c["displacement"].append(verdict.displacement)
             c["mesh_displacement"].append(verdict.mesh_displacement)
@@ -278,7 +279,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
         mean = lambda k: float(np.mean(c[k])) if c[k] else float("nan")
         results[name] = {"faces": n, "matched_dlib_detector": mean("matched_dlib_detector"), "rank1_chance": 1 / max(len(dlib.gallery), 1),
                          "hog_found": mean("hog_found"), "cnn_found": mean("cnn_found"), "mtcnn_found": mean("mtcnn_found"),
-                         "blazeface_found": mean("blazeface_found"), "mesh_found": mean("mesh_found"),
+                         "blazeface_found": mean("blazeface_found"), "cascade_found": mean("cascade_found"), "mesh_found": mean("mesh_found"),
                          "landmark_displacement": float(np.median(c["displacement"])) if n else float("nan"),
                          "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
                          "mesh_displacement": float(np.median(c["mesh_displacement"])) if n else float("nan"),
@@ -446,12 +447,12 @@ def print_table(results: dict) -> None:
     """The figures as three tables: dlib's attacks with the naturalness judges, FaceNet's attacks, and the track attacks."""
     nan = float("nan")
     print(f"{'method':42s} faces  re-id(located) [others] re-id(dlib finds) rank-1 (chance) shortlist median rank parrot rank-1"
-          f"  HOG found  CNN found  MTCNN found  BlazeFace found  mesh found  landmarks (noise)  mesh (noise)"
+          f"  HOG found  CNN found  MTCNN found  BlazeFace found  cascade found  mesh found  landmarks (noise)  mesh (noise)"
           f"  CenterFace [training detector]")
     for name, r in results.items():  # earlier --json runs may predate a figure: shown as nan
         print(f"{name:42s} {r['faces']:5d}  {r['matched']:13.1%} [{r.get('matched_others', nan):5.1%}] {r['matched_dlib_detector']:16.1%}"
               f" {r['rank1']:6.1%} ({r['rank1_chance']:.1%}) {r.get('shortlist', nan):9.1%} {r.get('median_rank', nan):11.2f}"
-              f" {r.get('parrot_rank1', nan):13.1%}  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r.get('mtcnn_found', nan):11.1%}  {r.get('blazeface_found', nan):15.1%}"
+              f" {r.get('parrot_rank1', nan):13.1%}  {r['hog_found']:9.1%}  {r['cnn_found']:9.1%}  {r.get('mtcnn_found', nan):11.1%}  {r.get('blazeface_found', nan):15.1%}  {r.get('cascade_found', nan):13.1%}"
               f"  {r.get('mesh_found', nan):10.1%}  {r['landmark_displacement']:9.3f} ({r['landmark_noise_original']:.3f})"
               f"  {r.get('mesh_displacement', nan):5.3f} ({r.get('mesh_noise_original', nan):.3f})  {r['centerface_found_training_detector']:9.1%}")
     print("(shortlist: the own gallery photo among the nearest tenth, chance about 10%; median rank: share of the gallery "
