@@ -298,3 +298,15 @@ def test_scattered_unchanged_pixels_are_not_a_leak(reference, lfw_image):
     speckled = lfw_image.copy()
     speckled[::2, ::2] = 255 - speckled[::2, ::2]  # a quarter of the pixels changed, evenly spread: a filter's texture
     assert leaks.leaked_faces(lfw_image, speckled, box) == 0
+
+
+def test_a_method_that_drops_every_frame_is_judged_as_no_face_and_nothing_reidentified(in_process):
+    """Fail closed inside the evaluation: a frame the pipeline drops (here: over its pixel limit) publishes nothing to judge."""
+    root = require_data("lfw")
+    pairs = privacy.select_pairs(privacy.read_pairs(root / "pairsDevTrain.txt"), 4)
+    dropping = PipelineMethod(evaluation_config(AnonymizerConfig(filter="blur", max_image_pixels=100)))
+    metrics = privacy.LfwStudy(root, pairs, in_process).run(dropping).metrics
+    assert metrics["dropped_images"] > 0 and metrics["reidentification"] == 0.0 and metrics["located_attack"]["reidentification"] == 0.0
+    judged = metrics["naturalness"]
+    assert judged["judged_faces"] > 0
+    assert all(judged[key] == 0.0 for key in ("dlib_cnn_found", "dlib_hog_found", "mtcnn_found", "blazeface_found", "cascade_found", "mesh_found"))

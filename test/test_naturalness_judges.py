@@ -6,7 +6,6 @@ import pytest
 
 from conftest import require_data
 from ros_anonymizer.media import read_image
-from ros_anonymizer_evaluation.cascade import LbpCascade
 from ros_anonymizer_evaluation.mediapipe_judges import BlazeFace, anchors, pose_expression
 from ros_anonymizer_evaluation.judges import MIRROR_68, NaturalnessJudges, normalised_displacement, pose_expression_kept
 from ros_anonymizer_evaluation.recognizer import FaceRecognizer, found_at
@@ -72,10 +71,10 @@ def test_blazeface_boxes_the_face_where_it_is_in_a_wide_frame(model, face):
     assert 0.7 < (nearest[2] - nearest[0]) / (box[2] - box[0]) < 1.6
 
 
-def test_the_cascade_finds_an_upright_face_where_it_is_and_not_one_upside_down(face):
+def test_the_cascade_finds_an_upright_face_where_it_is_and_not_one_upside_down(judges, face):
     """A frontal-face cascade: the face moved right in a wide frame is boxed where it now is; turned upside down it is no face."""
     rgb, box = face
-    cascade = LbpCascade()
+    cascade = judges.cascade
     wide = np.zeros((rgb.shape[0], 2 * rgb.shape[1], 3), np.uint8)
     wide[:, rgb.shape[1]:] = rgb
     moved = box + np.array([rgb.shape[1], 0, rgb.shape[1], 0], np.float32)

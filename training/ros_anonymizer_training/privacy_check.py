@@ -197,7 +197,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     with `further` (person index -> their further photos), dlib's one-frame and rank-1 attacks also on those."""
     from ros_anonymizer.config import AnonymizerConfig
     from ros_anonymizer_evaluation.facenet import FACENET_THRESHOLD, FaceNetRecognizer
-    from ros_anonymizer_evaluation.judges import NaturalnessJudges, pose_expression_kept
+    from ros_anonymizer_evaluation.judges import FACE_FOUND, NaturalnessJudges, pose_expression_kept
     from ros_anonymizer_evaluation.naturalness import face_still_found, main_face, reference_detector
     from ros_anonymizer_evaluation.recognizer import DISTANCE_THRESHOLD, FaceRecognizer
     from ros_anonymizer.faces import load_face_detector
@@ -214,8 +214,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
     dlib = Attack(FaceRecognizer(), DISTANCE_THRESHOLD, False, methods)
     facenet = Attack(FaceNetRecognizer(judges.mtcnn), FACENET_THRESHOLD, True, methods)
     attacks = {"": dlib, "facenet_": facenet}  # the figures' key prefixes
-    keys = ("matched_dlib_detector", "hog_found", "cnn_found", "mtcnn_found", "blazeface_found", "cascade_found", "mesh_found", "centerface_found", "displacement",
-            "mesh_displacement", "pose_out", "pose_in", "distance")
+    keys = ("matched_dlib_detector", *FACE_FOUND, "centerface_found", "displacement", "mesh_displacement", "pose_out", "pose_in", "distance")
     counts = {name: {k: [] for k in keys} for name in methods}
     noise, mesh_noise = [], []
     rng = np.random.default_rng(0)
@@ -251,12 +250,8 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
             found = dlib.recognizer.describe(out, near=original.box)
             c["matched_dlib_detector"].append(found is not None and np.linalg.norm(found.embedding - original.embedding) < DISTANCE_THRESHOLD)
             verdict = judges.judge(out, original.box, points)
-            c["hog_found"].append(verdict.hog_found)
-            c["cnn_found"].append(verdict.cnn_found)
-            c["mtcnn_found"].append(verdict.mtcnn_found)
-            c["blazeface_found"].append(verdict.blazeface_found)
-            c["cascade_found"].append(verdict.cascade_found)
-            c["mesh_found"].append(verdict.mesh_found)
+            for key in FACE_FOUND:
+                c[key].append(getattr(verdict, key))
             c["displacement"].append(verdict.displacement)
             c["mesh_displacement"].append(verdict.mesh_displacement)
             c["pose_in"].append(points.pose_expression)
@@ -278,8 +273,7 @@ def measure(methods: dict, people: list[tuple[Path, Path]], samples: dict | None
         n = len(c["distance"])
         mean = lambda k: float(np.mean(c[k])) if c[k] else float("nan")
         results[name] = {"faces": n, "matched_dlib_detector": mean("matched_dlib_detector"), "rank1_chance": 1 / max(len(dlib.gallery), 1),
-                         "hog_found": mean("hog_found"), "cnn_found": mean("cnn_found"), "mtcnn_found": mean("mtcnn_found"),
-                         "blazeface_found": mean("blazeface_found"), "cascade_found": mean("cascade_found"), "mesh_found": mean("mesh_found"),
+                         **{key: mean(key) for key in FACE_FOUND},
                          "landmark_displacement": float(np.median(c["displacement"])) if n else float("nan"),
                          "landmark_noise_original": float(np.median(noise)) if noise else float("nan"),
                          "mesh_displacement": float(np.median(c["mesh_displacement"])) if n else float("nan"),
